@@ -1,0 +1,147 @@
+/* backend: the one interface between the model and the hardware.
+ *
+ * A backend is a table of operations (struct cr_backend_ops) plus its private
+ * context, in the manner of ggml's backends: the CPU backend (src/backend/cpu,
+ * oneDNN convolutions and fused OpenMP kernels) and the CUDA backend
+ * (src/backend/cuda, cuDNN and own kernels) each fill one table. Nothing above
+ * this header knows which one it is talking to.
+ *
+ * Conventions, the same for every backend:
+ *  - activations are NHWC float32; a [N,H,W,C] tensor is `rows` = N*H*W rows
+ *    of C contiguous channels;
+ *  - convolution weights are OHWI ([out][kh][kw][in]); PyTorch's OIHW appears
+ *    only at checkpoint boundaries (see model.h);
+ *  - every pointer passed to an op is device memory from `alloc`;
+ *  - ops are asynchronous with respect to the host; `synchronize` waits, and
+ *    `copy_to_host` returns only once the data are there.
+ *
+ * BatchNorm in training mode is split in three so that a communicator
+ * all-reduce can sit between the halves (SyncBN): local sums, finalize (mean,
+ * inverse std, running statistics from possibly all-reduced sums), apply.
+ * Backward is split the same way.
+ * Not here: the order of layers (model), all-reduce (comm), schedules (optim). */
+#ifndef CRESNET_BACKEND_H
+#define CRESNET_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cr_backend cr_backend;
+typedef struct cr_conv_plan cr_conv_plan; /* a backend's prepared convolution */
+
+typedef struct {
+    int batch, in_h, in_w, in_c;
+    int out_c, kernel, stride, pad;
+    int out_h, out_w; /* derived by cr_conv_shape_make */
+} cr_conv_shape;
+
+cr_conv_shape cr_conv_shape_make(int batch, int in_h, int in_w, int in_c, int out_c, int kernel,
+                                 int stride, int pad);
+
+/* One BatchNorm layer applied to a [rows, channels] activation. */
+typedef struct {
+    long rows;
+    int channels;
+    const float *mean, *invstd; /* [C] each: batch (train) or running (eval) statistics */
+    const float *gamma, *beta;  /* [C] each */
+} cr_bn_view;
+
+/* Momentum SGD, the exact update of torch.optim.SGD. */
+typedef struct {
+    float lr, momentum, dampening, weight_decay;
+    int nesterov;
+} cr_sgd_args;
+
+typedef struct {
+    const char *name;
+    void (*destroy)(cr_backend *be);
+
+    /* Memory. */
+    void *(*alloc)(cr_backend *be, size_t bytes);
+    void (*free)(cr_backend *be, void *ptr);
+    void (*zero)(cr_backend *be, void *ptr, size_t bytes);
+    void (*copy)(cr_backend *be, void *dst, const void *src, size_t bytes);
+    void (*copy_to_device)(cr_backend *be, void *dst, const void *host_src, size_t bytes);
+    void (*copy_to_host)(cr_backend *be, void *host_dst, const void *src, size_t bytes);
+    void (*synchronize)(cr_backend *be);
+
+    /* Convolution without bias. Plans are made once per shape and reused.
+     * backward_weight overwrites dw. */
+    cr_conv_plan *(*conv_plan)(cr_backend *be, const cr_conv_shape *shape);
+    void (*conv_plan_free)(cr_backend *be, cr_conv_plan *plan);
+    void (*conv_forward)(cr_backend *be, cr_conv_plan *plan, const float *x, const float *w,
+                         float *y);
+    void (*conv_backward_data)(cr_backend *be, cr_conv_plan *plan, const float *dy, const float *w,
+                               float *dx);
+    void (*conv_backward_weight)(cr_backend *be, cr_conv_plan *plan, const float *x,
+                                 const float *dy, float *dw);
+
+    /* BatchNorm, training forward. sums[0..C) = sum(x - shift), sums[C..2C) =
+     * sum((x - shift)^2): shifting by a value near the mean (the running mean)
+     * keeps the variance free of cancellation. */
+    void (*bn_sums)(cr_backend *be, const float *x, long rows, int channels, const float *shift,
+                    float *sums);
+    /* From sums over `count` values per channel: mean, invstd = 1/sqrt(var+eps)
+     * with the biased variance; running stats move by `momentum` towards the
+     * mean and the unbiased variance, as torch.nn.BatchNorm2d. */
+    void (*bn_finalize)(cr_backend *be, const float *sums, double count, int channels,
+                        const float *shift, float eps, float momentum, float *mean, float *invstd,
+                        float *running_mean, float *running_var);
+    /* Eval mode: mean = running_mean, invstd = 1/sqrt(running_var + eps). */
+    void (*bn_running_stats)(cr_backend *be, const float *running_mean, const float *running_var,
+                             int channels, float eps, float *mean, float *invstd);
+    /* y = gamma * (x - mean) * invstd + beta (+ residual) (then ReLU if relu).
+     * residual may be NULL. */
+    void (*bn_apply)(cr_backend *be, const cr_bn_view *bn, const float *x, const float *residual,
+                     int relu, float *y);
+    /* Backward sums. The gradient at the output is dy (+ dy2 when not NULL: a
+     * block's output gradient arrives in two halves, main path and shortcut,
+     * and is summed here rather than in a pass of its own); with relu, it is
+     * masked by y > 0, giving dz. sums[0..C) = sum(dz * xhat), sums[C..2C) =
+     * sum(dz): the gradients of gamma and beta, in that order, as laid out in
+     * the parameter buffer. */
+    void (*bn_backward_sums)(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
+                             const float *dy, const float *dy2, int relu, float *sums);
+    /* dx from dz (recomputed as in bn_backward_sums). In training mode, with
+     * sums over `count` values: dx = gamma*invstd*(dz - sum(dz)/count -
+     * xhat*sum(dz*xhat)/count); in eval mode (training == 0): dx =
+     * gamma*invstd*dz. d_residual (may be NULL) receives dz. dx may alias dy. */
+    void (*bn_backward_apply)(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
+                              const float *dy, const float *dy2, int relu, const float *sums,
+                              double count, int training, float *dx, float *d_residual);
+
+    /* Head. x [batch, hw, C] -> y [batch, C], mean over hw. */
+    void (*avgpool_forward)(cr_backend *be, const float *x, int batch, int hw, int channels,
+                            float *y);
+    /* dx may receive two halves like bn_backward_sums: dx = dy/hw broadcast. */
+    void (*avgpool_backward)(cr_backend *be, const float *dy, int batch, int hw, int channels,
+                             float *dx);
+    /* y[batch, out] = x[batch, in] w[out, in]^T + b. */
+    void (*linear_forward)(cr_backend *be, const float *x, const float *w, const float *b,
+                           int batch, int in, int out, float *y);
+    /* dx (may be NULL), dw and db are overwritten. */
+    void (*linear_backward)(cr_backend *be, const float *x, const float *w, const float *dy,
+                            int batch, int in, int out, float *dx, float *dw, float *db);
+    /* Softmax cross-entropy. Writes loss_sum[0] = sum over the batch of -log
+     * p(label), predicted[i] = argmax, and when dlogits is not NULL
+     * dlogits = (softmax - onehot) * grad_scale. */
+    void (*softmax_xent)(cr_backend *be, const float *logits, const int32_t *labels, int batch,
+                         int classes, float grad_scale, float *dlogits, float *loss_sum,
+                         int32_t *predicted);
+
+    /* One SGD step over n parameters in one pass. */
+    void (*sgd_step)(cr_backend *be, float *params, const float *grads, float *momentum_buf,
+                     size_t n, const cr_sgd_args *args);
+    /* x *= alpha */
+    void (*scale)(cr_backend *be, float *x, size_t n, float alpha);
+} cr_backend_ops;
+
+struct cr_backend {
+    const cr_backend_ops *ops;
+    void *context;
+};
+
+/* num_threads 0: all cores (OMP_NUM_THREADS when set). */
+cr_backend *cr_backend_cpu_create(int num_threads);
+
+#endif

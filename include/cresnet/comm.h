@@ -1,0 +1,36 @@
+/* comm: the one interface between a rank and the other ranks.
+ *
+ * The trainer and the model reach other processes only through this table
+ * (sum all-reduce, broadcast, barrier, abort). Implementations: `none` for a
+ * single process (here); MPI and NCCL fill the same table. Buffers are
+ * device memory of the backend in use.
+ * Not here: which process owns which GPU (launch), what is reduced (model,
+ * train). */
+#ifndef CRESNET_COMM_H
+#define CRESNET_COMM_H
+
+#include <stddef.h>
+
+typedef struct cr_comm cr_comm;
+
+typedef struct {
+    const char *name;
+    void (*destroy)(cr_comm *comm);
+    /* In place: buf becomes the element-wise sum over all ranks. */
+    void (*allreduce_sum)(cr_comm *comm, float *buf, size_t count);
+    void (*broadcast)(cr_comm *comm, void *buf, size_t bytes, int root);
+    void (*barrier)(cr_comm *comm);
+    /* Ends every rank of the job with exit_code; never returns. */
+    void (*abort)(cr_comm *comm, int exit_code);
+} cr_comm_ops;
+
+struct cr_comm {
+    const cr_comm_ops *ops;
+    void *context;
+    int rank, world_size, local_rank;
+};
+
+/* One process, nothing to talk to: every operation is the identity. */
+cr_comm *cr_comm_none_create(void);
+
+#endif

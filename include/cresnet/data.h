@@ -1,0 +1,88 @@
+/* data: CIFAR-10 in its official binary layout, turned into batches.
+ *
+ * Loads data_batch_1..5.bin (training) or test_batch.bin (test) from a
+ * folder, checking every file (present, a whole number of 3,073-byte
+ * records, labels 0-9): a bad file is exit 3 naming it, never a partial load.
+ * Images stay uint8 in the file's layout (label, then R, G, B planes of
+ * 32x32) until a batch is built: scaled to [0,1], normalised per channel and
+ * written NHWC, the backends' activation layout.
+ * Training batches come from a loader: a per-epoch permutation from
+ * (seed, epoch), each global batch split into contiguous per-rank slices,
+ * and per-sample augmentation (random crop with zero padding, horizontal
+ * flip, rotation with torchvision RandomRotation semantics: nearest, fill 0)
+ * whose randomness is Philox keyed by (seed, epoch, sample index), so a
+ * sample's augmentation does not depend on the rank or thread that makes it.
+ * Worker threads build the next batches while the caller computes.
+ * Not here: devices (the caller uploads the host batch). */
+#ifndef CRESNET_DATA_H
+#define CRESNET_DATA_H
+
+#include <stdint.h>
+
+enum { CR_CIFAR_RECORD = 3073, CR_CIFAR_PIXELS = 3072 };
+
+typedef struct {
+    int count;
+    uint8_t *labels; /* [count] */
+    uint8_t *pixels; /* [count][3][32][32] */
+} cr_cifar_set;
+
+/* split: 1 for the five training files, 0 for the test file. Exits with
+ * code 3 on any problem with the files. */
+cr_cifar_set cr_cifar_load(const char *dir, int train);
+void cr_cifar_free(cr_cifar_set *set);
+
+/* images[i] (NHWC, 32x32x3 floats) = (pixel/255 - mean[c]) / std[c] of sample
+ * indices[i]; labels[i] its label. */
+void cr_cifar_batch(const cr_cifar_set *set, const int *indices, int n, const float mean[3],
+                    const float std[3], float *images, int32_t *labels);
+
+/* Augmentation settings; all off (0) gives plain normalisation. */
+typedef struct {
+    int crop_padding; /* random 32x32 crop of the image padded by this many zeros */
+    int hflip;        /* flip left-right with probability 0.5 */
+    float rotate_deg; /* rotate by an angle uniform in [-deg, deg] */
+    float mean[3], std[3];
+} cr_augment;
+
+/* One augmented, normalised image (NHWC floats) of a sample in file layout
+ * (3 planes of 32x32 bytes). The draws are Philox words of stream
+ * (CR_RNG_AUGMENT, epoch) at indices derived from `sample`. */
+void cr_augment_image(const uint8_t *planes, const cr_augment *aug, uint64_t seed, int epoch,
+                      uint64_t sample, float *out);
+
+/* perm[0..n) = a permutation of 0..n-1 that depends only on (seed, epoch). */
+void cr_epoch_permutation(uint64_t seed, int epoch, int n, int *perm);
+
+typedef struct {
+    int epoch, step;       /* step: batch index within the epoch */
+    int global_size;       /* images in the global batch */
+    int size;              /* images in this rank's slice */
+    float *images;         /* [size][32][32][3], owned by the loader */
+    int32_t *labels;       /* [size] */
+} cr_batch;
+
+typedef struct cr_loader cr_loader;
+
+typedef struct {
+    const cr_cifar_set *set;
+    const cr_augment *augment; /* training: augmentation; test: all zero but mean/std */
+    int shuffle;               /* per-epoch permutation (training) or file order */
+    int limit;                 /* use only the first `limit` samples of the order; 0 = all */
+    int batch_size;            /* global */
+    int rank, world_size;
+    uint64_t seed;
+    int num_threads;           /* worker threads, 0 = automatic */
+} cr_loader_args;
+
+cr_loader *cr_loader_create(const cr_loader_args *args);
+/* Batches per epoch (the last one may be partial). */
+int cr_loader_steps(const cr_loader *loader);
+/* Starts producing the batches of `epoch` from batch `first_step` on. */
+void cr_loader_start(cr_loader *loader, int epoch, int first_step);
+/* The next batch of the epoch, in order; 0 once the epoch is done. The
+ * batch stays valid until the next call. */
+int cr_loader_next(cr_loader *loader, cr_batch *batch);
+void cr_loader_free(cr_loader *loader);
+
+#endif

@@ -1,0 +1,89 @@
+#define _POSIX_C_SOURCE 200112L /* posix_memalign */
+/* The CPU backend's table: host memory, oneDNN for convolutions, OpenMP for
+ * everything else. oneDNN (Debian's build) runs on the same OpenMP runtime,
+ * so one thread count governs both and they never oversubscribe the cores. */
+#include "cpu.h"
+
+#include "cresnet/error.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *cpu_alloc(cr_backend *be, size_t bytes) {
+    (void)be;
+    void *ptr = NULL;
+    /* 64-byte alignment: one AVX-512 vector, one cache line. */
+    size_t rounded = (bytes + 63) / 64 * 64;
+    if (posix_memalign(&ptr, 64, rounded ? rounded : 64) != 0)
+        cr_fatal(CR_EXIT_INTERNAL, "cpu backend", "out of memory allocating %zu bytes", bytes);
+    return ptr;
+}
+
+static void cpu_free(cr_backend *be, void *ptr) {
+    (void)be;
+    free(ptr);
+}
+
+static void cpu_zero(cr_backend *be, void *ptr, size_t bytes) {
+    (void)be;
+    memset(ptr, 0, bytes);
+}
+
+static void cpu_copy(cr_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    memmove(dst, src, bytes);
+}
+
+static void cpu_synchronize(cr_backend *be) { (void)be; }
+
+static void cpu_destroy(cr_backend *be) {
+    cpu_context *ctx = cpu_ctx(be);
+    dnnl_stream_destroy(ctx->stream);
+    dnnl_engine_destroy(ctx->engine);
+    free(ctx);
+    free(be);
+}
+
+static const cr_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .zero = cpu_zero,
+    .copy = cpu_copy,
+    .copy_to_device = cpu_copy,
+    .copy_to_host = cpu_copy,
+    .synchronize = cpu_synchronize,
+    .conv_plan = cpu_conv_plan,
+    .conv_plan_free = cpu_conv_plan_free,
+    .conv_forward = cpu_conv_forward,
+    .conv_backward_data = cpu_conv_backward_data,
+    .conv_backward_weight = cpu_conv_backward_weight,
+    .bn_sums = cpu_bn_sums,
+    .bn_finalize = cpu_bn_finalize,
+    .bn_running_stats = cpu_bn_running_stats,
+    .bn_apply = cpu_bn_apply,
+    .bn_backward_sums = cpu_bn_backward_sums,
+    .bn_backward_apply = cpu_bn_backward_apply,
+    .avgpool_forward = cpu_avgpool_forward,
+    .avgpool_backward = cpu_avgpool_backward,
+    .linear_forward = cpu_linear_forward,
+    .linear_backward = cpu_linear_backward,
+    .softmax_xent = cpu_softmax_xent,
+    .sgd_step = cpu_sgd_step,
+    .scale = cpu_scale,
+};
+
+cr_backend *cr_backend_cpu_create(int num_threads) {
+    cpu_context *ctx = cr_calloc(1, sizeof *ctx, "cpu backend");
+    if (num_threads > 0) omp_set_num_threads(num_threads);
+    ctx->num_threads = omp_get_max_threads();
+    if (dnnl_engine_create(&ctx->engine, dnnl_cpu, 0) != dnnl_success ||
+        dnnl_stream_create(&ctx->stream, ctx->engine, dnnl_stream_default_flags) != dnnl_success)
+        cr_fatal(CR_EXIT_INTERNAL, "cpu backend", "cannot create a oneDNN CPU engine");
+    cr_backend *be = cr_calloc(1, sizeof *be, "cpu backend");
+    be->ops = &cpu_ops;
+    be->context = ctx;
+    return be;
+}

@@ -1,0 +1,79 @@
+#include "cresnet/error.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The one piece of process-wide state outside main: a fatal error can happen
+ * in any module, and it must be able to take the whole MPI job down. */
+static cr_abort_hook abort_hook;
+static void *abort_context;
+
+void cr_set_abort_hook(cr_abort_hook hook, void *context) {
+    abort_hook = hook;
+    abort_context = context;
+}
+
+static _Noreturn void finish(int code) {
+    fflush(stdout);
+    fflush(stderr);
+    if (abort_hook) {
+        cr_abort_hook hook = abort_hook;
+        abort_hook = NULL; /* an error inside the hook must not recurse */
+        hook(code, abort_context);
+    }
+    exit(code);
+}
+
+void cr_fatal(int code, const char *where, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    fprintf(stderr, "cresnet: error: %s: ", where);
+    vfprintf(stderr, fmt, args);
+    fputc('\n', stderr);
+    va_end(args);
+    finish(code);
+}
+
+void cr_fatal_at(int code, const char *file, int line, const char *where, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    fprintf(stderr, "cresnet: error: %s: ", where);
+    vfprintf(stderr, fmt, args);
+    fprintf(stderr, " (at %s:%d)\n", file, line);
+    va_end(args);
+    finish(code);
+}
+
+void *cr_malloc(size_t bytes, const char *what) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) cr_fatal(CR_EXIT_INTERNAL, what, "out of memory allocating %zu bytes", bytes);
+    return p;
+}
+
+void *cr_calloc(size_t count, size_t size, const char *what) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p)
+        cr_fatal(CR_EXIT_INTERNAL, what, "out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}
+
+FILE *cr_fopen(const char *path, const char *mode, int exit_code) {
+    FILE *f = fopen(path, mode);
+    if (!f) cr_fatal(exit_code, path, "cannot open: %s", strerror(errno));
+    return f;
+}
+
+void cr_fread_exact(void *dst, size_t bytes, FILE *f, const char *path, int exit_code) {
+    size_t got = fread(dst, 1, bytes, f);
+    if (got != bytes) {
+        if (ferror(f)) cr_fatal(exit_code, path, "read failed: %s", strerror(errno));
+        cr_fatal(exit_code, path, "truncated: expected %zu more bytes, found %zu", bytes, got);
+    }
+}
+
+void cr_fwrite_exact(const void *src, size_t bytes, FILE *f, const char *path, int exit_code) {
+    if (fwrite(src, 1, bytes, f) != bytes)
+        cr_fatal(exit_code, path, "write failed: %s", strerror(errno));
+}
