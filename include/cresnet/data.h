@@ -55,11 +55,11 @@ void cr_augment_image(const uint8_t *planes, const cr_augment *aug, uint64_t see
 void cr_epoch_permutation(uint64_t seed, int epoch, int n, int *perm);
 
 typedef struct {
-    int epoch, step;       /* step: batch index within the epoch */
-    int global_size;       /* images in the global batch */
-    int size;              /* images in this rank's slice */
-    float *images;         /* [size][32][32][3], owned by the loader */
-    int32_t *labels;       /* [size] */
+    int epoch, step; /* step: batch index within the epoch */
+    int global_size; /* images in the global batch */
+    int size;        /* images in this rank's slice */
+    float *images;   /* [size][32][32][3], owned by the loader */
+    int32_t *labels; /* [size] */
 } cr_batch;
 
 typedef struct cr_loader cr_loader;
@@ -68,17 +68,18 @@ typedef struct {
     const cr_cifar_set *set;
     const cr_augment *augment; /* training: augmentation; test: all zero but mean/std */
     int shuffle;               /* per-epoch permutation (training) or file order */
-    int limit;                 /* use only the first `limit` samples of the order; 0 = all */
+    int limit;                 /* use only the first `limit` samples of the set; 0 = all */
     int batch_size;            /* global */
     int rank, world_size;
     uint64_t seed;
-    int num_threads;           /* worker threads, 0 = automatic */
+    int num_threads; /* worker threads, 0 = automatic */
 } cr_loader_args;
 
 cr_loader *cr_loader_create(const cr_loader_args *args);
 /* Batches per epoch (the last one may be partial). */
 int cr_loader_steps(const cr_loader *loader);
-/* Starts producing the batches of `epoch` from batch `first_step` on. */
+/* Starts producing the batches of `epoch` from batch `first_step` on; the
+ * batch last returned by cr_loader_next is no longer valid. */
 void cr_loader_start(cr_loader *loader, int epoch, int first_step);
 /* The next batch of the epoch, in order; 0 once the epoch is done. The
  * batch stays valid until the next call. */

@@ -102,7 +102,9 @@ float *cr_model_momentum(cr_model *m);
 float *cr_model_buffers(cr_model *m);
 /* Device pointer to the logits [batch, 10] of the last forward. */
 const float *cr_model_logits(cr_model *m);
+/* BatchNorm's num_batches_tracked (the same for every layer). */
 int64_t cr_model_batches_tracked(const cr_model *m);
+void cr_model_set_batches_tracked(cr_model *m, int64_t count);
 
 typedef struct {
     float loss_sum;           /* sum of per-image losses on this rank */

@@ -226,6 +226,7 @@ float *cr_model_momentum(cr_model *m) { return m->momentum; }
 float *cr_model_buffers(cr_model *m) { return m->buffers; }
 const float *cr_model_logits(cr_model *m) { return m->logits; }
 int64_t cr_model_batches_tracked(const cr_model *m) { return m->batches_tracked; }
+void cr_model_set_batches_tracked(cr_model *m, int64_t count) { m->batches_tracked = count; }
 
 /* ---- forward ---- */
 

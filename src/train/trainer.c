@@ -1,0 +1,507 @@
+/* The training loop and its outputs. One function per stage of a run, read
+ * top-down: setup, epoch loop (train steps, evaluation, logging,
+ * checkpoints), teardown. */
+#define _POSIX_C_SOURCE 200809L /* mkdir, isatty, clock_gettime */
+#include "cresnet/train.h"
+
+#include "cresnet/backend.h"
+#include "cresnet/comm.h"
+#include "cresnet/data.h"
+#include "cresnet/error.h"
+#include "cresnet/optim.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *const class_names[CR_NUM_CLASSES] = {
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* mkdir -p */
+static void make_dirs(const char *path) {
+    char buf[CR_PATH_MAX + 16];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            cr_fatal(CR_EXIT_USAGE, buf, "cannot create directory: %s", strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        cr_fatal(CR_EXIT_USAGE, buf, "cannot create directory: %s", strerror(errno));
+}
+
+static void data_dir_of(const cr_config *cfg, char *out, size_t len) {
+    const char *env = getenv("CRESNET_DATA");
+    if (cfg->data.dir[0])
+        snprintf(out, len, "%s", cfg->data.dir);
+    else if (env && env[0])
+        snprintf(out, len, "%s", env);
+    else
+        snprintf(out, len, "./data/cifar-10-batches-bin");
+}
+
+/* Everything a run holds. */
+typedef struct {
+    const cr_config *cfg;
+    cr_backend *be;
+    cr_comm *comm;
+    cr_model *model;
+    cr_cifar_set train_set, test_set;
+    cr_augment train_augment, test_augment;
+    cr_loader *train_loader, *test_loader;
+    float *images;   /* device, one rank's batch */
+    int32_t *labels; /* device */
+    int32_t *predicted_host;
+    int local_batch;
+    char checkpoint_dir[CR_PATH_MAX + 16];
+} run_state;
+
+static cr_backend *backend_for(const cr_config *cfg) {
+    if (cfg->device.type == CR_DEVICE_CUDA)
+        cr_fatal(CR_EXIT_USAGE, "device.type",
+                 "cuda requested, but this build has no CUDA backend yet (use cpu or auto)");
+    return cr_backend_cpu_create(0);
+}
+
+static cr_comm *comm_for(const cr_config *cfg) {
+    if (cfg->dist.backend == CR_DIST_MPI || cfg->dist.backend == CR_DIST_NCCL)
+        cr_fatal(CR_EXIT_USAGE, "dist.backend",
+                 "mpi and nccl are not available in this build yet (use auto or none)");
+    return cr_comm_none_create();
+}
+
+static cr_loader *loader_for(run_state *rs, const cr_cifar_set *set, const cr_augment *aug,
+                             int training) {
+    const cr_config *cfg = rs->cfg;
+    cr_loader_args args = {.set = set,
+                           .augment = aug,
+                           .shuffle = training,
+                           .limit = training ? cfg->data.train_limit : 0,
+                           .batch_size = cfg->train.batch_size,
+                           .rank = rs->comm->rank,
+                           .world_size = rs->comm->world_size,
+                           .seed = cfg->train.seed,
+                           .num_threads = cfg->data.num_threads};
+    return cr_loader_create(&args);
+}
+
+static void setup(run_state *rs, const cr_config *cfg, int with_train_data) {
+    memset(rs, 0, sizeof *rs);
+    rs->cfg = cfg;
+    rs->be = backend_for(cfg);
+    rs->comm = comm_for(cfg);
+    if (cfg->train.batch_size % rs->comm->world_size != 0)
+        cr_fatal(CR_EXIT_USAGE, "train.batch_size", "%d is not divisible by the %d ranks",
+                 cfg->train.batch_size, rs->comm->world_size);
+    rs->local_batch = cfg->train.batch_size / rs->comm->world_size;
+    cr_model_desc desc = cr_config_model(cfg);
+    rs->model = cr_model_create(rs->be, &desc, rs->local_batch, cfg->train.seed);
+
+    char dir[CR_PATH_MAX];
+    data_dir_of(cfg, dir, sizeof dir);
+    rs->test_augment = (cr_augment){0};
+    memcpy(rs->test_augment.mean, cfg->data.mean, sizeof cfg->data.mean);
+    memcpy(rs->test_augment.std, cfg->data.std, sizeof cfg->data.std);
+    rs->train_augment = rs->test_augment;
+    rs->train_augment.crop_padding = cfg->data.crop_padding;
+    rs->train_augment.hflip = cfg->data.hflip;
+    rs->train_augment.rotate_deg = cfg->data.rotate_deg;
+    rs->test_set = cr_cifar_load(dir, 0);
+    rs->test_loader = loader_for(rs, &rs->test_set, &rs->test_augment, 0);
+    if (with_train_data) {
+        rs->train_set = cr_cifar_load(dir, 1);
+        rs->train_loader = loader_for(rs, &rs->train_set, &rs->train_augment, 1);
+    }
+    size_t pixels = (size_t)rs->local_batch * CR_CIFAR_PIXELS;
+    rs->images = rs->be->ops->alloc(rs->be, pixels * sizeof(float));
+    rs->labels = rs->be->ops->alloc(rs->be, (size_t)rs->local_batch * sizeof(int32_t));
+    rs->predicted_host = cr_malloc((size_t)rs->local_batch * sizeof(int32_t), "train");
+    if (cfg->checkpoint.dir[0])
+        snprintf(rs->checkpoint_dir, sizeof rs->checkpoint_dir, "%s", cfg->checkpoint.dir);
+    else
+        snprintf(rs->checkpoint_dir, sizeof rs->checkpoint_dir, "%s/checkpoints", cfg->log.dir);
+}
+
+static void teardown(run_state *rs) {
+    if (rs->train_loader) cr_loader_free(rs->train_loader);
+    cr_loader_free(rs->test_loader);
+    if (rs->train_set.count) cr_cifar_free(&rs->train_set);
+    cr_cifar_free(&rs->test_set);
+    rs->be->ops->free(rs->be, rs->images);
+    rs->be->ops->free(rs->be, rs->labels);
+    free(rs->predicted_host);
+    cr_model_free(rs->model);
+    rs->comm->ops->destroy(rs->comm);
+    rs->be->ops->destroy(rs->be);
+}
+
+static void upload(run_state *rs, const cr_batch *b) {
+    rs->be->ops->copy_to_device(rs->be, rs->images, b->images,
+                                (size_t)b->size * CR_CIFAR_PIXELS * sizeof(float));
+    rs->be->ops->copy_to_device(rs->be, rs->labels, b->labels, (size_t)b->size * sizeof(int32_t));
+}
+
+/* Sums over the ranks of (loss, correct, count) and, for evaluation, the
+ * confusion matrix: reduced as floats, exact for counts below 2^24. */
+typedef struct {
+    double loss_sum;
+    long correct, count;
+    long confusion[CR_NUM_CLASSES][CR_NUM_CLASSES];
+} tally;
+
+static void tally_reduce(run_state *rs, tally *t) {
+    enum { N = 3 + CR_NUM_CLASSES * CR_NUM_CLASSES };
+    float host[N];
+    host[0] = (float)t->loss_sum, host[1] = (float)t->correct, host[2] = (float)t->count;
+    for (int i = 0; i < CR_NUM_CLASSES * CR_NUM_CLASSES; i++)
+        host[3 + i] = (float)t->confusion[i / CR_NUM_CLASSES][i % CR_NUM_CLASSES];
+    if (rs->comm->world_size > 1) {
+        float *dev = rs->be->ops->alloc(rs->be, sizeof host);
+        rs->be->ops->copy_to_device(rs->be, dev, host, sizeof host);
+        rs->comm->ops->allreduce_sum(rs->comm, dev, N);
+        rs->be->ops->copy_to_host(rs->be, host, dev, sizeof host);
+        rs->be->ops->free(rs->be, dev);
+    }
+    t->loss_sum = host[0], t->correct = lrintf(host[1]), t->count = lrintf(host[2]);
+    for (int i = 0; i < CR_NUM_CLASSES * CR_NUM_CLASSES; i++)
+        t->confusion[i / CR_NUM_CLASSES][i % CR_NUM_CLASSES] = lrintf(host[3 + i]);
+}
+
+static tally evaluate(run_state *rs) {
+    tally t = {0};
+    cr_batch b;
+    cr_loader_start(rs->test_loader, 0, 0);
+    while (cr_loader_next(rs->test_loader, &b)) {
+        upload(rs, &b);
+        cr_forward_result r =
+            cr_model_forward(rs->model, rs->images, rs->labels, b.size, 0, 0.0f, rs->comm);
+        rs->be->ops->copy_to_host(rs->be, rs->predicted_host, r.predicted,
+                                  (size_t)b.size * sizeof(int32_t));
+        for (int i = 0; i < b.size; i++) t.confusion[b.labels[i]][rs->predicted_host[i]]++;
+        t.loss_sum += r.loss_sum;
+        t.correct += r.correct;
+        t.count += b.size;
+    }
+    tally_reduce(rs, &t);
+    return t;
+}
+
+/* ---- progress and files ---- */
+
+typedef struct {
+    int bar, lines; /* a redrawn bar on a terminal, or a line every few seconds */
+    double last_line;
+} progress;
+
+static progress progress_for(const cr_config *cfg, int rank) {
+    progress p = {0};
+    if (rank != 0 || cfg->log.progress == CR_PROGRESS_OFF) return p;
+    int tty = isatty(STDOUT_FILENO);
+    p.bar = cfg->log.progress == CR_PROGRESS_BAR || (cfg->log.progress == CR_PROGRESS_AUTO && tty);
+    p.lines = !p.bar;
+    return p;
+}
+
+static void progress_update(progress *p, int epoch, int epochs, int step, int steps, double loss,
+                            double images_per_s, double eta_seconds) {
+    double now = now_seconds();
+    if (p->lines && now - p->last_line < 10.0 && step != steps) return;
+    p->last_line = now;
+    int width = 24, filled = steps ? width * step / steps : width;
+    char bar[32];
+    for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+    bar[width] = '\0';
+    int eta = (int)eta_seconds;
+    printf("%sepoch %d/%d [%s] step %d/%d loss %.4f %.0f img/s ETA %d:%02d%s", p->bar ? "\r" : "",
+           epoch, epochs, bar, step, steps, loss, images_per_s, eta / 60, eta % 60,
+           p->bar ? "" : "\n");
+    fflush(stdout);
+}
+
+static FILE *open_in(const char *dir, const char *name, const char *mode) {
+    char path[CR_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return cr_fopen(path, mode, CR_EXIT_USAGE);
+}
+
+static void write_confusion(const char *dir, const tally *t) {
+    FILE *f = open_in(dir, "confusion_test.csv", "w");
+    fprintf(f, "true\\predicted");
+    for (int k = 0; k < CR_NUM_CLASSES; k++) fprintf(f, ",%s", class_names[k]);
+    fprintf(f, "\n");
+    for (int i = 0; i < CR_NUM_CLASSES; i++) {
+        fprintf(f, "%s", class_names[i]);
+        for (int k = 0; k < CR_NUM_CLASSES; k++) fprintf(f, ",%ld", t->confusion[i][k]);
+        fprintf(f, "\n");
+    }
+    fclose(f);
+}
+
+typedef struct {
+    int epoch;
+    double train_loss, train_acc, test_loss, test_acc, lr, images_per_s, seconds;
+} epoch_record;
+
+static void write_epoch_metrics(FILE *metrics, const epoch_record *r) {
+    fprintf(metrics,
+            "{\"epoch\": %d, \"train_loss\": %.6f, \"train_acc\": %.6f, \"test_loss\": %.6f, "
+            "\"test_acc\": %.6f, \"lr\": %.9g, \"images_per_s\": %.1f, \"seconds\": %.3f}\n",
+            r->epoch, r->train_loss, r->train_acc, r->test_loss, r->test_acc, r->lr,
+            r->images_per_s, r->seconds);
+    fflush(metrics);
+}
+
+static void write_summary(const run_state *rs, const epoch_record *last, double best_test_acc,
+                          double total_seconds) {
+    const cr_config *cfg = rs->cfg;
+    FILE *f = open_in(cfg->log.dir, "summary.txt", "w");
+    const cr_model_layout *l = cr_model_get_layout(rs->model);
+    fprintf(f, "model: %s (%zu trainable parameters)\n", cfg->model.arch, l->param_count);
+    fprintf(f, "epochs: %d, global batch %d, ranks %d, backend %s, communicator %s\n", last->epoch,
+            cfg->train.batch_size, rs->comm->world_size, rs->be->ops->name, rs->comm->ops->name);
+    fprintf(f, "final train loss %.4f, train accuracy %.2f%%\n", last->train_loss,
+            100.0 * last->train_acc);
+    fprintf(f, "final test loss %.4f, test accuracy %.2f%% (best %.2f%%)\n", last->test_loss,
+            100.0 * last->test_acc, 100.0 * best_test_acc);
+    fprintf(f, "training time %.1f s this run, last epoch %.0f images/s\n", total_seconds,
+            last->images_per_s);
+    fclose(f);
+}
+
+/* ---- checkpoints ---- */
+
+static void prune_checkpoints(const char *dir, int newest_epoch, int keep) {
+    for (int epoch = newest_epoch - keep; epoch >= 1; epoch--) {
+        char path[CR_PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/epoch_%04d.safetensors", dir, epoch);
+        unlink(path); /* most are long gone: ENOENT is expected */
+    }
+}
+
+static void save_checkpoint(run_state *rs, int epoch, long step) {
+    const cr_config *cfg = rs->cfg;
+    make_dirs(rs->checkpoint_dir);
+    char path[CR_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/epoch_%04d.safetensors", rs->checkpoint_dir, epoch);
+    cr_checkpoint_meta meta = {.epoch = epoch,
+                               .step = step,
+                               .seed = cfg->train.seed,
+                               .config_digest = cr_config_digest(cfg),
+                               .world_size = rs->comm->world_size};
+    cr_checkpoint_save(path, rs->model, rs->be, &meta);
+    prune_checkpoints(rs->checkpoint_dir, epoch, cfg->checkpoint.keep);
+}
+
+/* Returns the number of epochs already done (0 for a fresh run). */
+static int resume(run_state *rs) {
+    const cr_config *cfg = rs->cfg;
+    char path[CR_PATH_MAX + 64];
+    if (cfg->checkpoint.resume == CR_RESUME_NONE) return 0;
+    if (cfg->checkpoint.resume == CR_RESUME_PATH)
+        snprintf(path, sizeof path, "%s", cfg->checkpoint.resume_path);
+    else if (cr_checkpoint_newest(rs->checkpoint_dir, path, sizeof path) != 0)
+        return 0;
+    cr_checkpoint_meta meta;
+    char err[512];
+    if (cr_checkpoint_load(path, rs->model, rs->be, &meta, err, sizeof err) != 0)
+        cr_fatal(CR_EXIT_CHECKPOINT, path, "%s", err);
+    if (meta.seed != cfg->train.seed)
+        cr_fatal(CR_EXIT_CHECKPOINT, path, "written with seed %llu, this run has seed %llu",
+                 (unsigned long long)meta.seed, (unsigned long long)cfg->train.seed);
+    if (rs->comm->rank == 0)
+        printf("resumed from %s (epoch %d, step %ld%s)\n", path, meta.epoch, meta.step,
+               meta.config_digest == cr_config_digest(cfg) ? "" : "; config changed since");
+    return meta.epoch;
+}
+
+/* ---- the loop ---- */
+
+static long total_steps(const run_state *rs) {
+    return (long)rs->cfg->train.epochs * cr_loader_steps(rs->train_loader);
+}
+
+/* One optimizer step on this rank's slice of a global batch; returns the
+ * rank's loss sum and correct count through r. */
+static cr_forward_result train_step(run_state *rs, const cr_batch *b, long step,
+                                    cr_schedule_point *sp) {
+    const cr_config *cfg = rs->cfg;
+    cr_backend *be = rs->be;
+    cr_model *m = rs->model;
+    upload(rs, b);
+    *sp = cr_schedule_at(cfg, step, total_steps(rs));
+    /* Gradients of the global-batch mean: each rank scales by the global size
+     * and the all-reduce sums. */
+    cr_forward_result r =
+        cr_model_forward(m, rs->images, rs->labels, b->size, 1, 1.0f / b->global_size, rs->comm);
+    if (!isfinite(r.loss_sum))
+        cr_fatal(CR_EXIT_NUMERIC, "train", "step %ld (epoch %d): loss is %s", step + 1,
+                 b->epoch + 1, isnan(r.loss_sum) ? "NaN" : "Inf");
+    cr_model_backward(m, rs->comm);
+    size_t n = cr_model_get_layout(m)->param_count;
+    rs->comm->ops->allreduce_sum(rs->comm, cr_model_grads(m), n);
+    cr_sgd_args sgd = {.lr = (float)sp->lr,
+                       .momentum = (float)sp->momentum,
+                       .weight_decay = cfg->optimizer.weight_decay,
+                       .nesterov = cfg->optimizer.nesterov};
+    be->ops->sgd_step(be, cr_model_params(m), cr_model_grads(m), cr_model_momentum(m), n, &sgd);
+    return r;
+}
+
+/* The global-batch mean loss of one step, for log.every_steps lines. */
+static double global_step_loss(run_state *rs, const cr_forward_result *r, int global_size) {
+    tally t = {.loss_sum = r->loss_sum};
+    tally_reduce(rs, &t);
+    return t.loss_sum / global_size;
+}
+
+static epoch_record train_epoch(run_state *rs, int epoch, long *step, progress *prog,
+                                FILE *metrics) {
+    const cr_config *cfg = rs->cfg;
+    double start = now_seconds();
+    int steps = cr_loader_steps(rs->train_loader);
+    tally t = {0};
+    cr_schedule_point sp = {0};
+    cr_batch b;
+    cr_loader_start(rs->train_loader, epoch, 0);
+    while (cr_loader_next(rs->train_loader, &b)) {
+        cr_forward_result r = train_step(rs, &b, *step, &sp);
+        (*step)++;
+        t.loss_sum += r.loss_sum, t.correct += r.correct, t.count += b.size;
+        if (cfg->log.every_steps > 0 && *step % cfg->log.every_steps == 0) {
+            double loss = global_step_loss(rs, &r, b.global_size);
+            if (metrics)
+                fprintf(metrics,
+                        "{\"step\": %ld, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.9g, "
+                        "\"momentum\": %.9g}\n",
+                        *step, epoch + 1, loss, sp.lr, sp.momentum);
+        }
+        double elapsed = now_seconds() - start;
+        double rate = (double)t.count * rs->comm->world_size / elapsed;
+        progress_update(prog, epoch + 1, cfg->train.epochs, b.step + 1, steps, r.loss_sum / b.size,
+                        rate, elapsed / (b.step + 1) * (steps - b.step - 1));
+    }
+    double seconds = now_seconds() - start;
+    tally_reduce(rs, &t);
+    epoch_record rec = {.epoch = epoch + 1,
+                        .train_loss = t.loss_sum / t.count,
+                        .train_acc = (double)t.correct / t.count,
+                        .lr = sp.lr,
+                        .images_per_s = t.count / seconds,
+                        .seconds = seconds};
+    return rec;
+}
+
+static void print_epoch(const progress *p, const epoch_record *r) {
+    if (!p->bar && !p->lines) return;
+    printf("%sepoch %d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, "
+           "%.1f s\n",
+           p->bar ? "\r\033[K" : "", r->epoch, r->train_loss, 100 * r->train_acc, r->test_loss,
+           100 * r->test_acc, r->images_per_s, r->seconds);
+    fflush(stdout);
+}
+
+int cr_train(const cr_config *cfg) {
+    run_state rs;
+    setup(&rs, cfg, 1);
+    int is_root = rs.comm->rank == 0;
+    FILE *metrics = NULL;
+    int done = resume(&rs);
+    if (is_root) {
+        make_dirs(cfg->log.dir);
+        FILE *f = open_in(cfg->log.dir, "config.yaml", "w");
+        cr_config_write(cfg, f);
+        fclose(f);
+        metrics = open_in(cfg->log.dir, "metrics.jsonl", done ? "a" : "w");
+    }
+    progress prog = progress_for(cfg, rs.comm->rank);
+    long step = (long)done * cr_loader_steps(rs.train_loader);
+    double start = now_seconds(), best = 0.0;
+    epoch_record rec = {0};
+    for (int epoch = done; epoch < cfg->train.epochs; epoch++) {
+        rec = train_epoch(&rs, epoch, &step, &prog, metrics);
+        tally test = evaluate(&rs);
+        rec.test_loss = test.loss_sum / test.count;
+        rec.test_acc = (double)test.correct / test.count;
+        best = rec.test_acc > best ? rec.test_acc : best;
+        print_epoch(&prog, &rec);
+        int last = epoch + 1 == cfg->train.epochs;
+        int due =
+            cfg->checkpoint.every_epochs > 0 && (epoch + 1) % cfg->checkpoint.every_epochs == 0;
+        if (is_root) {
+            write_epoch_metrics(metrics, &rec);
+            write_confusion(cfg->log.dir, &test);
+            if (due || last) save_checkpoint(&rs, epoch + 1, step);
+        }
+    }
+    if (is_root) {
+        if (rec.epoch > 0) write_summary(&rs, &rec, best, now_seconds() - start);
+        fclose(metrics);
+    }
+    teardown(&rs);
+    return CR_EXIT_OK;
+}
+
+int cr_eval(const cr_config *cfg, const char *checkpoint_path) {
+    run_state rs;
+    setup(&rs, cfg, 0);
+    cr_checkpoint_meta meta;
+    char err[512];
+    if (cr_checkpoint_load(checkpoint_path, rs.model, rs.be, &meta, err, sizeof err) != 0)
+        cr_fatal(CR_EXIT_CHECKPOINT, checkpoint_path, "%s", err);
+    tally t = evaluate(&rs);
+    if (rs.comm->rank == 0) {
+        printf("checkpoint %s (epoch %d)\n", checkpoint_path, meta.epoch);
+        printf("test loss %.4f, test accuracy %.2f%% (%ld of %ld)\n", t.loss_sum / t.count,
+               100.0 * t.correct / t.count, t.correct, t.count);
+        printf("confusion (rows true, columns predicted):\n");
+        for (int i = 0; i < CR_NUM_CLASSES; i++) {
+            printf("%10s", class_names[i]);
+            for (int k = 0; k < CR_NUM_CLASSES; k++) printf(" %5ld", t.confusion[i][k]);
+            printf("\n");
+        }
+    }
+    teardown(&rs);
+    return CR_EXIT_OK;
+}
+
+int cr_bench(const cr_config *cfg, int steps, int warmup) {
+    run_state rs;
+    setup(&rs, cfg, 1);
+    long step = 0;
+    double start = now_seconds();
+    int images = 0, epoch = 0;
+    cr_batch b;
+    cr_schedule_point sp;
+    cr_loader_start(rs.train_loader, epoch, 0);
+    while (step < warmup + steps) {
+        if (!cr_loader_next(rs.train_loader, &b)) {
+            cr_loader_start(rs.train_loader, ++epoch, 0);
+            continue;
+        }
+        if (step == warmup) start = now_seconds(), images = 0;
+        train_step(&rs, &b, step++, &sp);
+        images += b.global_size;
+    }
+    rs.be->ops->synchronize(rs.be);
+    double seconds = now_seconds() - start;
+    if (rs.comm->rank == 0)
+        printf("bench: model %s, global batch %d, %d ranks, %d steps after %d warm-up: "
+               "%.1f images/s total, %.1f images/s per rank, %.2f ms/step\n",
+               cfg->model.arch, cfg->train.batch_size, rs.comm->world_size, steps, warmup,
+               images / seconds, images / seconds / rs.comm->world_size, 1e3 * seconds / steps);
+    teardown(&rs);
+    return CR_EXIT_OK;
+}
