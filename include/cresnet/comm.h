@@ -33,4 +33,10 @@ struct cr_comm {
 /* One process, nothing to talk to: every operation is the identity. */
 cr_comm *cr_comm_none_create(void);
 
+/* MPI (builds with CRESNET_MPI): whether this process was started by an MPI
+ * launcher (mpirun, srun), and the communicator over MPI_COMM_WORLD. Local
+ * rank: the rank among the processes of this node. */
+int cr_comm_mpi_launched(void);
+cr_comm *cr_comm_mpi_create(void);
+
 #endif

@@ -113,15 +113,17 @@ typedef struct {
 } cr_forward_result;
 
 /* Forward pass on `batch` NHWC images (device) and its loss against labels
- * (device int32). training: batch statistics (all-reduced over `comm` when
- * it has several ranks) and running-statistics update; else running
- * statistics. When grad_scale > 0 the loss gradient (scaled by it, e.g.
+ * (device int32). training: batch statistics and running-statistics update;
+ * else running statistics. With a communicator of several ranks, BatchNorm
+ * statistics are over all ranks' batches (SyncBN, as
+ * torch.nn.SyncBatchNorm: the ranks' slices may differ in size); with NULL,
+ * over this rank's batch alone. When grad_scale > 0 the loss gradient (scaled by it, e.g.
  * 1/global batch) is kept for cr_model_backward. */
 cr_forward_result cr_model_forward(cr_model *m, const float *images, const int32_t *labels,
                                    int batch, int training, float grad_scale, cr_comm *comm);
 
-/* Backward pass of the last forward: overwrites grads with this rank's
- * gradients (no all-reduce). */
+/* Backward pass of the last forward (comm: as given to it): overwrites
+ * grads with this rank's gradients; the caller all-reduces them. */
 void cr_model_backward(cr_model *m, cr_comm *comm);
 
 /* torchsummary's table for the description, as the report prints it. */

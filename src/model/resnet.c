@@ -37,6 +37,8 @@ struct cr_model {
     cr_backend *be;
     cr_model_layout layout;
     int max_batch, batch, training;
+    double global_batch;  /* images in this step over all ranks sharing BN statistics */
+    float *count_scratch; /* device [1]: the all-reduced batch size */
     int64_t batches_tracked;
     float *params, *grads, *momentum, *buffers;
     conv_layer stem_conv;
@@ -177,6 +179,7 @@ cr_model *cr_model_create(cr_backend *be, const cr_model_desc *desc, int max_bat
     m->logits = device_floats(m, (size_t)max_batch * CR_NUM_CLASSES);
     m->d_logits = device_floats(m, (size_t)max_batch * CR_NUM_CLASSES);
     m->loss_sum = device_floats(m, 1);
+    m->count_scratch = device_floats(m, 1);
     m->predicted = be->ops->alloc(be, (size_t)max_batch * sizeof(int32_t));
     return m;
 }
@@ -232,6 +235,25 @@ void cr_model_set_batches_tracked(cr_model *m, int64_t count) { m->batches_track
 
 static long rows_of(const cr_model *m, int hw) { return (long)m->batch * hw * hw; }
 
+/* Statistics are shared over the ranks when a communicator is given. */
+static int synced(const cr_model *m) { return m->comm && m->comm->world_size > 1; }
+
+/* Values per channel behind BN statistics of a layer with `rows` local rows. */
+static double stat_count(const cr_model *m, long rows) {
+    return (double)rows / m->batch * m->global_batch;
+}
+
+/* Ranks may hold slices of different sizes (the last, partial batch). */
+static void agree_global_batch(cr_model *m) {
+    m->global_batch = m->batch;
+    if (!m->training || !synced(m)) return;
+    float n = (float)m->batch;
+    m->be->ops->copy_to_device(m->be, m->count_scratch, &n, sizeof n);
+    m->comm->ops->allreduce_sum(m->comm, m->count_scratch, 1);
+    m->be->ops->copy_to_host(m->be, &n, m->count_scratch, sizeof n);
+    m->global_batch = n;
+}
+
 static cr_bn_view bn_view(const cr_model *m, const bn_layer *bn, long rows) {
     return (cr_bn_view){.rows = rows,
                         .channels = bn->channels,
@@ -248,10 +270,9 @@ static void bn_forward(cr_model *m, bn_layer *bn, const float *x, long rows, con
     float *running_mean = m->buffers + bn->running, *running_var = running_mean + C;
     if (m->training) {
         ops->bn_sums(m->be, x, rows, C, running_mean, bn->sums);
-        m->comm->ops->allreduce_sum(m->comm, bn->sums, 2 * (size_t)C);
-        double count = (double)rows * m->comm->world_size;
-        ops->bn_finalize(m->be, bn->sums, count, C, running_mean, CR_BN_EPS, CR_BN_MOMENTUM,
-                         bn->stats, bn->stats + C, running_mean, running_var);
+        if (synced(m)) m->comm->ops->allreduce_sum(m->comm, bn->sums, 2 * (size_t)C);
+        ops->bn_finalize(m->be, bn->sums, stat_count(m, rows), C, running_mean, CR_BN_EPS,
+                         CR_BN_MOMENTUM, bn->stats, bn->stats + C, running_mean, running_var);
     } else {
         ops->bn_running_stats(m->be, running_mean, running_var, C, CR_BN_EPS, bn->stats,
                               bn->stats + C);
@@ -293,6 +314,7 @@ cr_forward_result cr_model_forward(cr_model *m, const float *images, const int32
     m->training = training;
     m->comm = comm;
     m->images = images;
+    agree_global_batch(m);
     if (training) m->batches_tracked++;
     conv_forward(m, &m->stem_conv, images, m->a0);
     bn_forward(m, &m->stem_bn, m->a0, rows_of(m, CR_IMAGE_SIZE), NULL, 1, m->h0);
@@ -341,13 +363,9 @@ static void bn_backward(cr_model *m, bn_layer *bn, const float *x, const float *
     ops->bn_backward_sums(m->be, &view, x, y, dy, dy2, relu, bn->sums);
     /* This rank's share of dgamma, dbeta; the gradient all-reduce sums them. */
     ops->copy(m->be, m->grads + bn->weight, bn->sums, 2 * C * sizeof(float));
-    double count = (double)rows;
-    if (m->training) {
-        m->comm->ops->allreduce_sum(m->comm, bn->sums, 2 * C);
-        count *= m->comm->world_size;
-    }
-    ops->bn_backward_apply(m->be, &view, x, y, dy, dy2, relu, bn->sums, count, m->training, dx,
-                           d_residual);
+    if (m->training && synced(m)) m->comm->ops->allreduce_sum(m->comm, bn->sums, 2 * C);
+    ops->bn_backward_apply(m->be, &view, x, y, dy, dy2, relu, bn->sums, stat_count(m, rows),
+                           m->training, dx, d_residual);
 }
 
 static void conv_weight_grad(cr_model *m, conv_layer *c, const float *x, const float *dy) {

@@ -76,11 +76,37 @@ static cr_backend *backend_for(const cr_config *cfg) {
     return cr_backend_cpu_create(0);
 }
 
+/* dist.backend: none, mpi, or auto (MPI when an MPI launcher started us). */
 static cr_comm *comm_for(const cr_config *cfg) {
-    if (cfg->dist.backend == CR_DIST_MPI || cfg->dist.backend == CR_DIST_NCCL)
+    if (cfg->dist.backend == CR_DIST_NCCL)
         cr_fatal(CR_EXIT_USAGE, "dist.backend",
-                 "mpi and nccl are not available in this build yet (use auto or none)");
+                 "nccl needs the CUDA backend, which this build does not have yet");
+#ifdef CRESNET_HAVE_MPI
+    if (cfg->dist.backend == CR_DIST_MPI ||
+        (cfg->dist.backend == CR_DIST_AUTO && cr_comm_mpi_launched()))
+        return cr_comm_mpi_create();
+#else
+    if (cfg->dist.backend == CR_DIST_MPI)
+        cr_fatal(CR_EXIT_USAGE, "dist.backend", "mpi requested, but this build has no MPI");
+#endif
     return cr_comm_none_create();
+}
+
+/* Every rank must run the same config, and start from rank 0's weights. */
+static void agree_with_rank0(run_state *rs) {
+    cr_comm *comm = rs->comm;
+    if (comm->world_size == 1) return;
+    uint64_t mine = cr_config_digest(rs->cfg), root = mine;
+    comm->ops->broadcast(comm, &root, sizeof root, 0);
+    if (root != mine) {
+        char where[32];
+        snprintf(where, sizeof where, "rank %d", comm->rank);
+        cr_fatal(CR_EXIT_USAGE, where, "config differs from rank 0's (digest %016llx vs %016llx)",
+                 (unsigned long long)mine, (unsigned long long)root);
+    }
+    const cr_model_layout *l = cr_model_get_layout(rs->model);
+    comm->ops->broadcast(comm, cr_model_params(rs->model), l->param_count * sizeof(float), 0);
+    comm->ops->broadcast(comm, cr_model_buffers(rs->model), l->buffer_count * sizeof(float), 0);
 }
 
 static cr_loader *loader_for(run_state *rs, const cr_cifar_set *set, const cr_augment *aug,
@@ -109,6 +135,7 @@ static void setup(run_state *rs, const cr_config *cfg, int with_train_data) {
     rs->local_batch = cfg->train.batch_size / rs->comm->world_size;
     cr_model_desc desc = cr_config_model(cfg);
     rs->model = cr_model_create(rs->be, &desc, rs->local_batch, cfg->train.seed);
+    agree_with_rank0(rs);
 
     char dir[CR_PATH_MAX];
     data_dir_of(cfg, dir, sizeof dir);
@@ -218,6 +245,7 @@ static progress progress_for(const cr_config *cfg, int rank) {
 static void progress_update(progress *p, int epoch, int epochs, int step, int steps, double loss,
                             double images_per_s, double eta_seconds) {
     double now = now_seconds();
+    if (!p->bar && !p->lines) return;
     if (p->lines && now - p->last_line < 10.0 && step != steps) return;
     p->last_line = now;
     int width = 24, filled = steps ? width * step / steps : width;
@@ -340,16 +368,17 @@ static cr_forward_result train_step(run_state *rs, const cr_batch *b, long step,
     const cr_config *cfg = rs->cfg;
     cr_backend *be = rs->be;
     cr_model *m = rs->model;
+    cr_comm *bn_comm = cfg->dist.sync_bn ? rs->comm : NULL;
     upload(rs, b);
     *sp = cr_schedule_at(cfg, step, total_steps(rs));
     /* Gradients of the global-batch mean: each rank scales by the global size
      * and the all-reduce sums. */
     cr_forward_result r =
-        cr_model_forward(m, rs->images, rs->labels, b->size, 1, 1.0f / b->global_size, rs->comm);
+        cr_model_forward(m, rs->images, rs->labels, b->size, 1, 1.0f / b->global_size, bn_comm);
     if (!isfinite(r.loss_sum))
         cr_fatal(CR_EXIT_NUMERIC, "train", "step %ld (epoch %d): loss is %s", step + 1,
                  b->epoch + 1, isnan(r.loss_sum) ? "NaN" : "Inf");
-    cr_model_backward(m, rs->comm);
+    cr_model_backward(m, bn_comm);
     size_t n = cr_model_get_layout(m)->param_count;
     rs->comm->ops->allreduce_sum(rs->comm, cr_model_grads(m), n);
     cr_sgd_args sgd = {.lr = (float)sp->lr,

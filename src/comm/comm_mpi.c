@@ -1,0 +1,129 @@
+/* The MPI communicator: one process per rank, started by mpirun or srun.
+ *
+ * Buffers are host memory (the CPU backend's). Every MPI call is checked;
+ * errors return to us (MPI_ERRORS_RETURN) so the message names the call and
+ * MPI's own text before the job is aborted with SPEC's exit code 6. A fatal
+ * error anywhere (cr_fatal) aborts the whole job through the abort hook, so
+ * no rank is left waiting in a collective. When mpirun loses a rank it
+ * terminates the others with SIGTERM: they exit with code 6 and say so. */
+#define _POSIX_C_SOURCE 200809L
+#include "cresnet/comm.h"
+#include "cresnet/error.h"
+
+#include <mpi.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    MPI_Comm world, node;
+} mpi_context;
+
+#define CR_MPI(call)                                                                               \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != MPI_SUCCESS) mpi_fail(#call, rc_, __FILE__, __LINE__);                          \
+    } while (0)
+
+static _Noreturn void mpi_fail(const char *call, int rc, const char *file, int line) {
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0, rank = -1;
+    MPI_Error_string(rc, text, &len);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    char where[32];
+    snprintf(where, sizeof where, "rank %d", rank);
+    cr_fatal_at(CR_EXIT_COMM, file, line, where, "%s failed: %s", call, text);
+}
+
+static mpi_context *ctx_of(cr_comm *comm) { return (mpi_context *)comm->context; }
+
+static void mpi_allreduce_sum(cr_comm *comm, float *buf, size_t count) {
+    /* MPI counts are int: large buffers go in pieces. */
+    const size_t piece = (size_t)1 << 30;
+    for (size_t off = 0; off < count; off += piece) {
+        int n = (int)(count - off < piece ? count - off : piece);
+        CR_MPI(MPI_Allreduce(MPI_IN_PLACE, buf + off, n, MPI_FLOAT, MPI_SUM, ctx_of(comm)->world));
+    }
+}
+
+static void mpi_broadcast(cr_comm *comm, void *buf, size_t bytes, int root) {
+    const size_t piece = (size_t)1 << 30;
+    for (size_t off = 0; off < bytes; off += piece) {
+        int n = (int)(bytes - off < piece ? bytes - off : piece);
+        CR_MPI(MPI_Bcast((char *)buf + off, n, MPI_BYTE, root, ctx_of(comm)->world));
+    }
+}
+
+static void mpi_barrier(cr_comm *comm) { CR_MPI(MPI_Barrier(ctx_of(comm)->world)); }
+
+static void mpi_abort(cr_comm *comm, int exit_code) {
+    (void)comm;
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
+    _exit(exit_code); /* MPI_Abort does not return; this is for a broken MPI */
+}
+
+static void mpi_destroy(cr_comm *comm) {
+    cr_set_abort_hook(NULL, NULL);
+    MPI_Comm_free(&ctx_of(comm)->node);
+    MPI_Finalize();
+    free(comm->context);
+    free(comm);
+}
+
+static const cr_comm_ops mpi_ops = {
+    .name = "mpi",
+    .destroy = mpi_destroy,
+    .allreduce_sum = mpi_allreduce_sum,
+    .broadcast = mpi_broadcast,
+    .barrier = mpi_barrier,
+    .abort = mpi_abort,
+};
+
+/* A fatal error on one rank must end all of them: abort the job. */
+static void abort_job(int exit_code, void *context) {
+    if (exit_code != CR_EXIT_OK) mpi_abort((cr_comm *)context, exit_code);
+}
+
+/* mpirun sends SIGTERM to the survivors when a rank dies. Only
+ * async-signal-safe calls here. */
+static void on_terminate(int sig) {
+    (void)sig;
+    static const char msg[] =
+        "cresnet: error: mpi: job terminated by the launcher: a rank was lost\n";
+    ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)ignored;
+    _exit(CR_EXIT_COMM);
+}
+
+int cr_comm_mpi_launched(void) {
+    const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i])) return 1;
+    return 0;
+}
+
+cr_comm *cr_comm_mpi_create(void) {
+    int provided;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        cr_fatal(CR_EXIT_COMM, "mpi", "MPI_Init_thread failed");
+    mpi_context *ctx = cr_calloc(1, sizeof *ctx, "communicator");
+    ctx->world = MPI_COMM_WORLD;
+    CR_MPI(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    cr_comm *comm = cr_calloc(1, sizeof *comm, "communicator");
+    comm->ops = &mpi_ops;
+    comm->context = ctx;
+    CR_MPI(MPI_Comm_rank(ctx->world, &comm->rank));
+    CR_MPI(MPI_Comm_size(ctx->world, &comm->world_size));
+    /* Ranks sharing a node: the local rank picks the GPU. */
+    CR_MPI(MPI_Comm_split_type(ctx->world, MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL,
+                               &ctx->node));
+    CR_MPI(MPI_Comm_rank(ctx->node, &comm->local_rank));
+    cr_set_abort_hook(abort_job, comm);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_terminate;
+    sigaction(SIGTERM, &sa, NULL);
+    return comm;
+}
