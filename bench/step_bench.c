@@ -55,7 +55,7 @@ int main(int argc, char **argv) {
         cr_cifar_batch(&train, indices, batch, mean, std, images, labels);
         data_seconds += step >= warmup ? now_seconds() - t0 : 0.0;
         cr_forward_result r = cr_model_forward(model, images, labels, batch, 1, 1.0f / batch, comm);
-        cr_model_backward(model, comm);
+        cr_model_backward(model, comm, NULL);
         be->ops->sgd_step(be, cr_model_params(model), cr_model_grads(model),
                           cr_model_momentum(model), layout->param_count, &sgd);
         loss = r.loss_sum / batch;

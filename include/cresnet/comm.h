@@ -12,12 +12,18 @@
 #include <stddef.h>
 
 typedef struct cr_comm cr_comm;
+typedef struct cr_comm_request cr_comm_request; /* an all-reduce in flight */
 
 typedef struct {
     const char *name;
     void (*destroy)(cr_comm *comm);
     /* In place: buf becomes the element-wise sum over all ranks. */
     void (*allreduce_sum)(cr_comm *comm, float *buf, size_t count);
+    /* The same, started now and finished by wait: the gradient buckets
+     * overlap the rest of the backward pass. buf must not be touched until
+     * wait returns. May return NULL when there is nothing to wait for. */
+    cr_comm_request *(*allreduce_start)(cr_comm *comm, float *buf, size_t count);
+    void (*wait)(cr_comm *comm, cr_comm_request *request);
     void (*broadcast)(cr_comm *comm, void *buf, size_t bytes, int root);
     void (*barrier)(cr_comm *comm);
     /* Ends every rank of the job with exit_code; never returns. */

@@ -86,4 +86,23 @@ void cr_loader_start(cr_loader *loader, int epoch, int first_step);
 int cr_loader_next(cr_loader *loader, cr_batch *batch);
 void cr_loader_free(cr_loader *loader);
 
+/* ---- fetch: the official archive into a data folder ----
+ * `cresnet data fetch [--dir DIR] [--from FILE] [--md5 HEX]`. */
+#define CR_CIFAR_URL "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+#define CR_CIFAR_MD5 "c32a1d4ab5d03f1284b67883e8d87530"
+
+/* Downloads CR_CIFAR_URL into a temporary file in `dir` (or reads the local
+ * archive `from_file` when not NULL), checks its MD5 against `expected_md5`
+ * (32 hex digits; NULL: CR_CIFAR_MD5; another value accepts a mirror or a
+ * repack), extracts cifar-10-batches-bin/{data_batch_1..5.bin,
+ * test_batch.bin, batches.meta.txt} into `dir` (NULL: $CRESNET_DATA, else
+ * ./data/cifar-10-batches-bin; created if missing), replacing existing
+ * files, and validates them with cr_cifar_load. Returns 0. Any problem exits
+ * with code 3 (2 for a malformed expected_md5) and leaves no temporary file:
+ * members are written as DIR/NAME.tmp, checked (record sizes, labels) and
+ * renamed over DIR/NAME only once the whole archive has been read, so a bad
+ * archive replaces nothing. Member names that are absolute or contain a `..`
+ * component are refused; other members are ignored. */
+int cr_data_fetch(const char *dir, const char *from_file, const char *expected_md5);
+
 #endif

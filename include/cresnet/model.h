@@ -122,9 +122,18 @@ typedef struct {
 cr_forward_result cr_model_forward(cr_model *m, const float *images, const int32_t *labels,
                                    int batch, int training, float grad_scale, cr_comm *comm);
 
+/* Told during the backward pass that grads[first .. param_count) are final:
+ * parameters are laid out in forward order and the backward pass finishes
+ * them from the end, so `first` only decreases. */
+typedef struct {
+    void (*ready)(void *context, size_t first);
+    void *context;
+} cr_grad_hook;
+
 /* Backward pass of the last forward (comm: as given to it): overwrites
- * grads with this rank's gradients; the caller all-reduces them. */
-void cr_model_backward(cr_model *m, cr_comm *comm);
+ * grads with this rank's gradients; the caller all-reduces them, bucket by
+ * bucket as `hook` (may be NULL) reports them ready. */
+void cr_model_backward(cr_model *m, cr_comm *comm, const cr_grad_hook *hook);
 
 /* torchsummary's table for the description, as the report prints it. */
 void cr_model_print_summary(const cr_model_desc *desc, FILE *out);

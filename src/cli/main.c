@@ -15,6 +15,7 @@ static void usage(FILE *out) {
                  "       cresnet eval    -c CONFIG --checkpoint FILE [-o key=value]...\n"
                  "       cresnet summary (-m small|medium|large | -c CONFIG)\n"
                  "       cresnet bench   -c CONFIG [--steps N] [--warmup N] [-o key=value]...\n"
+                 "       cresnet data    fetch [--dir DIR] [--from FILE] [--md5 HEX]\n"
                  "       cresnet data    verify [--dir DIR]\n"
                  "\n"
                  "Config keys and defaults: docs/config.md. Exit codes: 0 ok, 2 usage or config,\n"
@@ -22,7 +23,7 @@ static void usage(FILE *out) {
 }
 
 typedef struct {
-    const char *config, *model, *checkpoint, *dir;
+    const char *config, *model, *checkpoint, *dir, *from, *md5;
     const char *overrides[256];
     int num_overrides, steps, warmup;
     const char *rest[4]; /* positional words */
@@ -50,6 +51,10 @@ static options parse(const char *cmd, int argc, char **argv) {
             o.checkpoint = argv[++i];
         else if (strcmp(a, "--dir") == 0 && has_value)
             o.dir = argv[++i];
+        else if (strcmp(a, "--from") == 0 && has_value)
+            o.from = argv[++i];
+        else if (strcmp(a, "--md5") == 0 && has_value)
+            o.md5 = argv[++i];
         else if (strcmp(a, "--steps") == 0 && has_value)
             o.steps = parse_count("--steps", argv[++i]);
         else if (strcmp(a, "--warmup") == 0 && has_value)
@@ -88,10 +93,10 @@ static int cmd_summary(const options *o) {
 }
 
 static int cmd_data(const options *o) {
+    if (o->num_rest == 1 && strcmp(o->rest[0], "fetch") == 0)
+        return cr_data_fetch(o->dir, o->from, o->md5);
     if (o->num_rest != 1 || strcmp(o->rest[0], "verify") != 0)
-        cr_fatal(CR_EXIT_USAGE, "data",
-                 "expected 'verify' (fetch needs network access and is "
-                 "not supported in this build)");
+        cr_fatal(CR_EXIT_USAGE, "data", "expected 'fetch' or 'verify'");
     const char *env = getenv("CRESNET_DATA");
     const char *dir = o->dir ? o->dir : env && env[0] ? env : "./data/cifar-10-batches-bin";
     for (int train = 1; train >= 0; train--) {

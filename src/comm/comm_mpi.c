@@ -48,6 +48,30 @@ static void mpi_allreduce_sum(cr_comm *comm, float *buf, size_t count) {
     }
 }
 
+/* One MPI request per bucket; buckets are far below MPI's int count limit
+ * (dist.bucket_mb), larger buffers take the blocking path. */
+struct cr_comm_request {
+    MPI_Request request;
+};
+
+static cr_comm_request *mpi_allreduce_start(cr_comm *comm, float *buf, size_t count) {
+    if (count > (size_t)1 << 30) {
+        mpi_allreduce_sum(comm, buf, count);
+        return NULL;
+    }
+    cr_comm_request *r = cr_malloc(sizeof *r, "all-reduce request");
+    CR_MPI(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, MPI_SUM, ctx_of(comm)->world,
+                          &r->request));
+    return r;
+}
+
+static void mpi_wait(cr_comm *comm, cr_comm_request *r) {
+    (void)comm;
+    if (!r) return;
+    CR_MPI(MPI_Wait(&r->request, MPI_STATUS_IGNORE));
+    free(r);
+}
+
 static void mpi_broadcast(cr_comm *comm, void *buf, size_t bytes, int root) {
     const size_t piece = (size_t)1 << 30;
     for (size_t off = 0; off < bytes; off += piece) {
@@ -76,6 +100,8 @@ static const cr_comm_ops mpi_ops = {
     .name = "mpi",
     .destroy = mpi_destroy,
     .allreduce_sum = mpi_allreduce_sum,
+    .allreduce_start = mpi_allreduce_start,
+    .wait = mpi_wait,
     .broadcast = mpi_broadcast,
     .barrier = mpi_barrier,
     .abort = mpi_abort,

@@ -9,6 +9,11 @@ static void none_destroy(cr_comm *comm) { free(comm); }
 static void none_allreduce_sum(cr_comm *comm, float *buf, size_t count) {
     (void)comm, (void)buf, (void)count;
 }
+static cr_comm_request *none_allreduce_start(cr_comm *comm, float *buf, size_t count) {
+    (void)comm, (void)buf, (void)count;
+    return NULL;
+}
+static void none_wait(cr_comm *comm, cr_comm_request *request) { (void)comm, (void)request; }
 static void none_broadcast(cr_comm *comm, void *buf, size_t bytes, int root) {
     (void)comm, (void)buf, (void)bytes, (void)root;
 }
@@ -22,6 +27,8 @@ static const cr_comm_ops none_ops = {
     .name = "none",
     .destroy = none_destroy,
     .allreduce_sum = none_allreduce_sum,
+    .allreduce_start = none_allreduce_start,
+    .wait = none_wait,
     .broadcast = none_broadcast,
     .barrier = none_barrier,
     .abort = none_abort,

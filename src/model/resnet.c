@@ -402,19 +402,26 @@ static void block_backward(cr_model *m, block *b, const float *x, float *g[2]) {
     g[1] = d_x_shortcut;
 }
 
-void cr_model_backward(cr_model *m, cr_comm *comm) {
+static void report_ready(const cr_grad_hook *hook, size_t first) {
+    if (hook) hook->ready(hook->context, first);
+}
+
+void cr_model_backward(cr_model *m, cr_comm *comm, const cr_grad_hook *hook) {
     const cr_backend_ops *ops = m->be->ops;
     m->comm = comm;
     int hw = last_hw(m), C = last_channels(m);
     ops->linear_backward(m->be, m->pooled, m->params + m->linear_weight, m->d_logits, m->batch, C,
                          CR_NUM_CLASSES, m->d_pooled, m->grads + m->linear_weight,
                          m->grads + m->linear_bias);
+    report_ready(hook, m->linear_weight);
     float *g[2] = {m->scratch[0], NULL};
     ops->avgpool_backward(m->be, m->d_pooled, m->batch, hw * hw, C, g[0]);
     for (int k = m->num_blocks - 1; k >= 0; k--) {
         const float *x = k > 0 ? m->blocks[k - 1].out : m->h0;
         block_backward(m, &m->blocks[k], x, g);
+        report_ready(hook, m->blocks[k].conv1.weight); /* a block's first tensor */
     }
     bn_backward(m, &m->stem_bn, m->a0, m->h0, rows_of(m, CR_IMAGE_SIZE), g[0], g[1], 1, g[0], NULL);
     conv_weight_grad(m, &m->stem_conv, m->images, g[0]);
+    report_ready(hook, 0);
 }

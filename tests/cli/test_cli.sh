@@ -32,5 +32,21 @@ expect_error 2 '^cresnet: error: summary: missing -m' summary
 expect_error 2 "^cresnet: error: summary: unexpected argument '--bogus'" summary --bogus
 expect_error 2 "^cresnet: error: command line: unknown subcommand 'fly'" fly
 
+expect_error 2 "^cresnet: error: --md5: expected 32 hex digits" data fetch --md5 abc --dir "${TMPDIR:-/tmp}/cresnet-cli-$$"
+expect_error 3 "^cresnet: error: .*/nowhere/data_batch_1.bin: cannot open" data verify --dir /nowhere
+
+# Custom models through a config: a table for a good one, exit 2 for bad ones.
+cfg=$(mktemp)
+trap 'rm -f "$cfg"' EXIT
+printf 'model:\n  arch: custom\n  widths: [8, 16]\n  blocks: [2, 2]\n' >"$cfg"
+if diff <("$cresnet" summary -c "$cfg") "$fixtures/summary_custom.txt" >/dev/null; then ok
+else fail "summary -c custom differs from torchsummary"; fi
+printf 'model:\n  arch: custom\n  widths: [8, 16]\n  blocks: [2]\n' >"$cfg"
+expect_error 2 "blocks has 1 entries but widths has 2" summary -c "$cfg"
+printf 'model:\n  arch: custom\n  widths: []\n' >"$cfg"
+expect_error 2 "model" summary -c "$cfg"
+printf 'model:\n  arch: custom\n  widths: [8, -16]\n' >"$cfg"
+expect_error 2 "widths" summary -c "$cfg"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -156,7 +156,7 @@ static void run_mode(golden_case *gc, const cr_safetensors *fx, const char *mode
         sampled_error(logits, BATCH * CR_NUM_CLASSES, tensor(fx, name, BATCH * CR_NUM_CLASSES));
     CHECK(err <= 1e-5, "%s: relative L2 error %.3g", name, err);
 
-    cr_model_backward(m, comm);
+    cr_model_backward(m, comm, NULL);
     cr_sgd_args sgd = {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 5e-4f, .nesterov = 1};
     float *host = malloc(pbytes > bbytes ? pbytes : bbytes);
     be->ops->copy_to_host(be, host, cr_model_grads(m), pbytes);
