@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The report's Table 1: trains ResNetSmall and ResNetMedium with the report's
+# recipe (configs/resnet_{small,medium}.yaml, 30 epochs) in cresnet and in
+# PyTorch (bench/torch_train.py), then prints the Markdown table
+# (bench/results_table.py). Runs go to runs/results/{cresnet,torch}_{small,medium}.
+#
+# Takes hours on 2 CPU cores (four full trainings, one after another), so it is
+# run by hand, not in CI.
+#
+# usage: bench/results.sh [DATA_DIR]   (default ../shared/data/cifar-10-batches-bin)
+# Environment: PYTHON (default /opt/torchvenv/bin/python; needs torch,
+# torchvision, pillow, numpy, pyyaml), THREADS (PyTorch threads, default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=$(realpath "${1:-../shared/data/cifar-10-batches-bin}")
+python=${PYTHON:-/opt/torchvenv/bin/python}
+threads=${THREADS:-2}
+out=runs/results
+
+cmake -S . -B build >/dev/null
+cmake --build build -j "$(nproc)" --target cresnet >/dev/null
+
+for model in small medium; do
+  build/cresnet train -c "configs/resnet_$model.yaml" -o "data.dir=$data" \
+    -o "log.dir=$out/cresnet_$model" -o checkpoint.resume=none
+  "$python" bench/torch_train.py "configs/resnet_$model.yaml" "$data" "$out/torch_$model" \
+    --threads "$threads"
+done
+
+"$python" bench/results_table.py "$out"/cresnet_small "$out"/torch_small \
+  "$out"/cresnet_medium "$out"/torch_medium
