@@ -21,6 +21,8 @@ enum {
     CR_EXIT_CHECKPOINT = 4, /* checkpoint error */
     CR_EXIT_NUMERIC = 5,    /* NaN or Inf */
     CR_EXIT_COMM = 6,       /* communication failure or a lost rank */
+    CR_EXIT_PREEMPTED = 75, /* stopped on SIGUSR1/SIGTERM after a checkpoint: requeue
+                               (EX_TEMPFAIL) */
     CR_EXIT_INTERNAL = 70,  /* a bug or a failing library call */
 };
 

@@ -3,8 +3,10 @@
  * cr_train runs a config end to end: data, model, the per-step loop
  * (forward, backward, gradient all-reduce, SGD with the schedule's lr and
  * momentum), test-set evaluation each epoch, metrics and checkpoints in
- * log.dir, resume. cr_eval re-evaluates a checkpoint; cr_bench measures
- * training throughput. Each returns a SPEC exit code (fatal errors exit
+ * log.dir, resume. On SIGUSR1 (and SIGTERM in a single process) it
+ * finishes the step, writes a checkpoint and returns CR_EXIT_PREEMPTED, so
+ * a batch system can requeue the job and resume where it stopped.
+ * cr_eval re-evaluates a checkpoint; cr_bench measures training throughput. Each returns a SPEC exit code (fatal errors exit
  * directly through cr_fatal).
  *
  * Checkpoints are safetensors files with PyTorch names and layouts (so
@@ -40,7 +42,9 @@ void cr_checkpoint_save(const char *path, cr_model *m, cr_backend *be,
 /* Loads into m. 0 on success, else -1 with the reason in err (m untouched). */
 int cr_checkpoint_load(const char *path, cr_model *m, cr_backend *be, cr_checkpoint_meta *meta,
                        char *err, size_t err_len);
-/* The newest `epoch_NNNN.safetensors` in dir into path; 0 if found, -1 if none. */
+/* The newest checkpoint in dir into path: `epoch_EEEE.safetensors` (after E
+ * epochs) or `epoch_EEEE_step_SSSSSS.safetensors` (written on preemption, S
+ * steps into the next epoch). 0 if found, -1 if none. */
 int cr_checkpoint_newest(const char *dir, char *path, size_t path_len);
 
 #endif

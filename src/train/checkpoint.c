@@ -229,20 +229,35 @@ int cr_checkpoint_load(const char *path, cr_model *m, cr_backend *be, cr_checkpo
     return rc;
 }
 
+/* Checkpoint names order runs: epoch_E (E epochs done) comes before
+ * epoch_E_step_S (S steps into epoch E+1, written on preemption), which
+ * comes before epoch_{E+1}. Returns -1 for other names. */
+static long long checkpoint_rank(const char *name) {
+    int epoch, step, used = 0;
+    if (sscanf(name, "epoch_%d_step_%d.safetensors%n", &epoch, &step, &used) == 2 &&
+        name[used] == '\0')
+        return (long long)epoch * 1000000000LL + step;
+    used = 0;
+    if (sscanf(name, "epoch_%d.safetensors%n", &epoch, &used) == 1 && name[used] == '\0')
+        return (long long)epoch * 1000000000LL;
+    return -1;
+}
+
 int cr_checkpoint_newest(const char *dir, char *path, size_t path_len) {
     DIR *d = opendir(dir);
     if (!d) return -1;
-    int best = -1;
+    long long best = -1;
+    char best_name[256] = "";
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        int epoch;
-        char tail[32];
-        if (sscanf(e->d_name, "epoch_%d.%31s", &epoch, tail) == 2 &&
-            strcmp(tail, "safetensors") == 0 && epoch > best)
-            best = epoch;
+        long long rank = checkpoint_rank(e->d_name);
+        if (rank > best) {
+            best = rank;
+            snprintf(best_name, sizeof best_name, "%s", e->d_name);
+        }
     }
     closedir(d);
     if (best < 0) return -1;
-    snprintf(path, path_len, "%s/epoch_%04d.safetensors", dir, best);
+    snprintf(path, path_len, "%s/%s", dir, best_name);
     return 0;
 }

@@ -10,7 +10,9 @@
 #include "cresnet/error.h"
 #include "cresnet/optim.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,10 +72,26 @@ typedef struct {
     char checkpoint_dir[CR_PATH_MAX + 16];
 } run_state;
 
-static cr_backend *backend_for(const cr_config *cfg) {
+/* device.type: cpu, cuda (one GPU per local rank), or auto (cuda when this
+ * build has it and a GPU is present). */
+static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
+#ifdef CRESNET_HAVE_CUDA
+    int gpus = cfg->device.type == CR_DEVICE_CPU ? 0 : cr_cuda_device_count();
+    if (cfg->device.type == CR_DEVICE_CUDA || (cfg->device.type == CR_DEVICE_AUTO && gpus > 0)) {
+        if (gpus == 0)
+            cr_fatal(CR_EXIT_USAGE, "device.type", "cuda requested, but no GPU is visible");
+        if (comm->local_rank >= gpus)
+            cr_fatal(CR_EXIT_USAGE, "device.type",
+                     "local rank %d has no GPU: this node has %d (one rank per GPU)",
+                     comm->local_rank, gpus);
+        return cr_backend_cuda_create(comm->local_rank);
+    }
+#else
+    (void)comm;
     if (cfg->device.type == CR_DEVICE_CUDA)
         cr_fatal(CR_EXIT_USAGE, "device.type",
-                 "cuda requested, but this build has no CUDA backend yet (use cpu or auto)");
+                 "cuda requested, but this build has no CUDA backend");
+#endif
     return cr_backend_cpu_create(0);
 }
 
@@ -128,8 +146,8 @@ static cr_loader *loader_for(run_state *rs, const cr_cifar_set *set, const cr_au
 static void setup(run_state *rs, const cr_config *cfg, int with_train_data) {
     memset(rs, 0, sizeof *rs);
     rs->cfg = cfg;
-    rs->be = backend_for(cfg);
     rs->comm = comm_for(cfg);
+    rs->be = backend_for(cfg, rs->comm);
     if (cfg->train.batch_size % rs->comm->world_size != 0)
         cr_fatal(CR_EXIT_USAGE, "train.batch_size", "%d is not divisible by the %d ranks",
                  cfg->train.batch_size, rs->comm->world_size);
@@ -312,30 +330,50 @@ static void write_summary(const run_state *rs, const epoch_record *last, double 
 
 /* ---- checkpoints ---- */
 
+/* Keeps the `keep` newest end-of-epoch checkpoints; a preemption
+ * checkpoint is dropped once an epoch checkpoint supersedes it. */
 static void prune_checkpoints(const char *dir, int newest_epoch, int keep) {
-    for (int epoch = newest_epoch - keep; epoch >= 1; epoch--) {
-        char path[CR_PATH_MAX + 64];
-        snprintf(path, sizeof path, "%s/epoch_%04d.safetensors", dir, epoch);
-        unlink(path); /* most are long gone: ENOENT is expected */
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int epoch, step, used = 0;
+        int stale = 0;
+        if (sscanf(e->d_name, "epoch_%d_step_%d.safetensors%n", &epoch, &step, &used) == 2)
+            stale = e->d_name[used] == '\0' && epoch < newest_epoch;
+        else if (used = 0, sscanf(e->d_name, "epoch_%d.safetensors%n", &epoch, &used) == 1)
+            stale = e->d_name[used] == '\0' && epoch <= newest_epoch - keep;
+        if (!stale) continue;
+        char path[CR_PATH_MAX + 300];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
     }
+    closedir(d);
 }
 
+/* After `epoch` complete epochs and `step` steps in all; mid-epoch (on
+ * preemption) the name records the steps into the next epoch. */
 static void save_checkpoint(run_state *rs, int epoch, long step) {
     const cr_config *cfg = rs->cfg;
     make_dirs(rs->checkpoint_dir);
     char path[CR_PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/epoch_%04d.safetensors", rs->checkpoint_dir, epoch);
+    long into_epoch = step - (long)epoch * cr_loader_steps(rs->train_loader);
+    if (into_epoch > 0)
+        snprintf(path, sizeof path, "%s/epoch_%04d_step_%06ld.safetensors", rs->checkpoint_dir,
+                 epoch, into_epoch);
+    else
+        snprintf(path, sizeof path, "%s/epoch_%04d.safetensors", rs->checkpoint_dir, epoch);
     cr_checkpoint_meta meta = {.epoch = epoch,
                                .step = step,
                                .seed = cfg->train.seed,
                                .config_digest = cr_config_digest(cfg),
                                .world_size = rs->comm->world_size};
     cr_checkpoint_save(path, rs->model, rs->be, &meta);
-    prune_checkpoints(rs->checkpoint_dir, epoch, cfg->checkpoint.keep);
+    if (into_epoch == 0) prune_checkpoints(rs->checkpoint_dir, epoch, cfg->checkpoint.keep);
 }
 
-/* Returns the number of epochs already done (0 for a fresh run). */
-static int resume(run_state *rs) {
+/* Returns the number of steps already done (0 for a fresh run). */
+static long resume(run_state *rs) {
     const cr_config *cfg = rs->cfg;
     char path[CR_PATH_MAX + 64];
     if (cfg->checkpoint.resume == CR_RESUME_NONE) return 0;
@@ -353,7 +391,33 @@ static int resume(run_state *rs) {
     if (rs->comm->rank == 0)
         printf("resumed from %s (epoch %d, step %ld%s)\n", path, meta.epoch, meta.step,
                meta.config_digest == cr_config_digest(cfg) ? "" : "; config changed since");
-    return meta.epoch;
+    return meta.step;
+}
+
+/* ---- preemption ---- */
+
+/* Set by the signal handler, read at step boundaries: the one piece of
+ * mutable state a signal handler may share. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+/* SIGUSR1 always (Slurm's --signal=B:USR1 before the time limit); SIGTERM
+ * only in a single process: under MPI it means the launcher is tearing the
+ * job down after a lost rank (see comm_mpi.c). */
+static void catch_stop_signals(const cr_comm *comm) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGUSR1, &sa, NULL);
+    if (comm->world_size == 1) sigaction(SIGTERM, &sa, NULL);
+}
+
+/* Every rank stops at the same step if any rank was signalled. */
+static int stop_agreed(run_state *rs) {
+    tally t = {.loss_sum = stop_signal != 0};
+    if (rs->comm->world_size > 1) tally_reduce(rs, &t);
+    return t.loss_sum > 0;
 }
 
 /* ---- the loop ---- */
@@ -441,16 +505,19 @@ static double global_step_loss(run_state *rs, const cr_forward_result *r, int gl
     return t.loss_sum / global_size;
 }
 
-static epoch_record train_epoch(run_state *rs, int epoch, long *step, progress *prog,
-                                FILE *metrics) {
+/* Trains the rest of `epoch` from batch first_step on; sets *stopped when a
+ * stop signal ends it early. */
+static epoch_record train_epoch(run_state *rs, int epoch, int first_step, long *step,
+                                progress *prog, FILE *metrics, int *stopped) {
     const cr_config *cfg = rs->cfg;
     double start = now_seconds();
     int steps = cr_loader_steps(rs->train_loader);
     tally t = {0};
     cr_schedule_point sp = {0};
     cr_batch b;
-    cr_loader_start(rs->train_loader, epoch, 0);
-    while (cr_loader_next(rs->train_loader, &b)) {
+    cr_loader_start(rs->train_loader, epoch, first_step);
+    *stopped = 0;
+    while (!*stopped && cr_loader_next(rs->train_loader, &b)) {
         cr_forward_result r = train_step(rs, &b, *step, &sp);
         (*step)++;
         t.loss_sum += r.loss_sum, t.correct += r.correct, t.count += b.size;
@@ -461,11 +528,15 @@ static epoch_record train_epoch(run_state *rs, int epoch, long *step, progress *
                         "{\"step\": %ld, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.9g, "
                         "\"momentum\": %.9g}\n",
                         *step, epoch + 1, loss, sp.lr, sp.momentum);
+            if (metrics) fflush(metrics); /* people tail this file */
         }
         double elapsed = now_seconds() - start;
         double rate = (double)t.count * rs->comm->world_size / elapsed;
+        int done_here = b.step + 1 - first_step;
         progress_update(prog, epoch + 1, cfg->train.epochs, b.step + 1, steps, r.loss_sum / b.size,
-                        rate, elapsed / (b.step + 1) * (steps - b.step - 1));
+                        rate, elapsed / done_here * (steps - b.step - 1));
+        /* A signal during the epoch's last step lets the epoch finish. */
+        *stopped = b.step + 1 < steps && stop_agreed(rs);
     }
     double seconds = now_seconds() - start;
     tally_reduce(rs, &t);
@@ -492,20 +563,24 @@ int cr_train(const cr_config *cfg) {
     setup(&rs, cfg, 1);
     int is_root = rs.comm->rank == 0;
     FILE *metrics = NULL;
-    int done = resume(&rs);
+    int steps_per_epoch = cr_loader_steps(rs.train_loader);
+    long step = resume(&rs);
+    int done = (int)(step / steps_per_epoch), first_step = (int)(step % steps_per_epoch);
+    catch_stop_signals(rs.comm);
     if (is_root) {
         make_dirs(cfg->log.dir);
         FILE *f = open_in(cfg->log.dir, "config.yaml", "w");
         cr_config_write(cfg, f);
         fclose(f);
-        metrics = open_in(cfg->log.dir, "metrics.jsonl", done ? "a" : "w");
+        metrics = open_in(cfg->log.dir, "metrics.jsonl", step ? "a" : "w");
     }
     progress prog = progress_for(cfg, rs.comm->rank);
-    long step = (long)done * cr_loader_steps(rs.train_loader);
     double start = now_seconds(), best = 0.0;
     epoch_record rec = {0};
-    for (int epoch = done; epoch < cfg->train.epochs; epoch++) {
-        rec = train_epoch(&rs, epoch, &step, &prog, metrics);
+    int stopped = 0;
+    for (int epoch = done; epoch < cfg->train.epochs && !stopped; epoch++, first_step = 0) {
+        rec = train_epoch(&rs, epoch, first_step, &step, &prog, metrics, &stopped);
+        if (stopped) break;
         tally test = evaluate(&rs);
         rec.test_loss = test.loss_sum / test.count;
         rec.test_acc = (double)test.correct / test.count;
@@ -520,12 +595,23 @@ int cr_train(const cr_config *cfg) {
             if (due || last) save_checkpoint(&rs, epoch + 1, step);
         }
     }
+    if (stopped) {
+        if (is_root) {
+            save_checkpoint(&rs, (int)(step / steps_per_epoch), step);
+            printf("stopped by a signal after step %ld: checkpoint written, exit %d (requeue to "
+                   "resume)\n",
+                   step, CR_EXIT_PREEMPTED);
+        }
+        /* No rank may exit (and make the launcher kill the job) before the
+         * checkpoint is on disk. */
+        rs.comm->ops->barrier(rs.comm);
+    }
     if (is_root) {
-        if (rec.epoch > 0) write_summary(&rs, &rec, best, now_seconds() - start);
+        if (rec.epoch > 0 && !stopped) write_summary(&rs, &rec, best, now_seconds() - start);
         fclose(metrics);
     }
     teardown(&rs);
-    return CR_EXIT_OK;
+    return stopped ? CR_EXIT_PREEMPTED : CR_EXIT_OK;
 }
 
 int cr_eval(const cr_config *cfg, const char *checkpoint_path) {

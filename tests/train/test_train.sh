@@ -7,7 +7,9 @@
 #     alone is five epochs long;
 #  2. resume is exact: 1 epoch, then resumed to 2, ends with bitwise the same
 #     weights, momentum and statistics as 2 epochs straight (on a subset);
-#  3. a damaged checkpoint is refused with exit 4 and a NaN loss stops the run
+#  3. preemption: SIGUSR1 mid-epoch writes a checkpoint and exits 75; the
+#     resumed run ends bitwise equal to the straight one;
+#  4. a damaged checkpoint is refused with exit 4 and a NaN loss stops the run
 #     with exit 5, naming the step.
 # usage: test_train.sh CRESNET REPO_ROOT DATA_DIR
 set -u
@@ -44,7 +46,26 @@ grep -q "resumed from .*epoch_0001" "$work/resume.log" && ok || fail "second hal
 python3 "$root/tests/train/compare_checkpoints.py" "$work/straight/checkpoints/epoch_0002.safetensors" \
   "$work/resumed/checkpoints/epoch_0002.safetensors" && ok || fail "resumed run differs from straight run"
 
-# 3. Damage and numerical failure.
+# 3. Preemption mid-epoch.
+"$cresnet" train -c "$cfg" "${subset[@]}" -o train.epochs=2 -o log.every_steps=1 \
+  -o log.dir="$work/preempted" >"$work/preempt.log" 2>&1 &
+pid=$!
+for _ in $(seq 200); do
+  grep -q '"step": 3,' "$work/preempted/metrics.jsonl" 2>/dev/null && break
+  sleep 0.1
+done
+kill -USR1 "$pid"
+wait "$pid"; rc=$?
+[ $rc -eq 75 ] && ls "$work/preempted/checkpoints/" | grep -qE '^epoch_000[01]_step_[0-9]{6}.safetensors$' \
+  && ok || { fail "SIGUSR1: exit $rc, checkpoints: $(ls "$work/preempted/checkpoints/" 2>&1)"; cat "$work/preempt.log"; }
+"$cresnet" train -c "$cfg" "${subset[@]}" -o train.epochs=2 -o log.every_steps=1 \
+  -o log.dir="$work/preempted" >"$work/requeued.log" 2>&1 || fail "requeued run"
+grep -q "resumed from .*_step_" "$work/requeued.log" && ok || fail "requeued run did not resume"
+python3 "$root/tests/train/compare_checkpoints.py" "$work/straight/checkpoints/epoch_0002.safetensors" \
+  "$work/preempted/checkpoints/epoch_0002.safetensors" && ok || fail "preempted run differs from straight run"
+ls "$work/preempted/checkpoints/" | grep -q _step_ && fail "stale preemption checkpoint kept" || ok
+
+# 4. Damage and numerical failure.
 ck=$work/straight/checkpoints/epoch_0002.safetensors
 cp "$ck" "$work/damaged.safetensors"
 printf '\x42' | dd of="$work/damaged.safetensors" bs=1 seek=$(( $(stat -c %s "$ck") - 100 )) conv=notrunc 2>/dev/null
