@@ -144,4 +144,12 @@ struct cr_backend {
 /* num_threads 0: all cores (OMP_NUM_THREADS when set). */
 cr_backend *cr_backend_cpu_create(int num_threads);
 
+/* The CUDA backend (src/backend/cuda): these exist only when built with
+ * CRESNET_CUDA, which also defines CRESNET_HAVE_CUDA. */
+/* CUDA device `device` (0-based); exits with a usage error when there is no
+ * such device or it is older than compute capability 8.0. */
+cr_backend *cr_backend_cuda_create(int device);
+/* Visible CUDA devices; 0 when there is none or no driver (not an error). */
+int cr_cuda_device_count(void);
+
 #endif

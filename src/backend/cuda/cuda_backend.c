@@ -1,0 +1,197 @@
+/* The CUDA backend's table: device memory, one stream, device selection.
+ * Convolutions are cuDNN's graph API (cuda_conv.c); everything else is our
+ * own kernels and cuBLAS GEMMs for the linear layer (cuda_kernels.cu).
+ *
+ * Every op is enqueued on the backend's one stream and returns at once;
+ * copy_to_host and copy_to_device return only when the copy is done, and
+ * synchronize waits for the stream. All state lives in the context: the
+ * stream, the cuDNN and cuBLAS handles bound to it, the convolution plan
+ * cache and two scratch buffers that grow on demand.
+ *
+ * The calling thread's current device must be the backend's: create sets
+ * it, and cresnet drives a backend from one thread. */
+#include "cuda.h"
+
+#include "cresnet/error.h"
+
+#include <stdlib.h>
+
+/* ---- failures ---- */
+
+void cuda_fail(const char *file, int line, const char *library, const char *call,
+               const char *message) {
+    cr_fatal_at(CR_EXIT_INTERNAL, file, line, library, "%s: %s", call, message);
+}
+
+void cuda_fail_cudnn(const char *file, int line, const char *call, cudnnStatus_t status) {
+    char detail[512] = "";
+    cudnnGetLastErrorString(detail, sizeof detail);
+    cr_fatal_at(CR_EXIT_INTERNAL, file, line, "cuDNN", "%s: %s%s%s", call,
+                cudnnGetErrorString(status), detail[0] ? ": " : "", detail);
+}
+
+/* ---- memory ---- */
+
+static void *cuda_alloc(cr_backend *be, size_t bytes) {
+    void *ptr = NULL;
+    /* cudaMalloc aligns to 256 bytes; a zero-byte request still gets a
+     * distinct, freeable pointer, as from the CPU backend. */
+    cudaError_t err = cudaMalloc(&ptr, bytes ? bytes : 256);
+    if (err != cudaSuccess)
+        CR_FAIL(CR_EXIT_INTERNAL, "cuda backend", "allocating %zu bytes on device %d: %s", bytes,
+                cuda_ctx(be)->device, cudaGetErrorString(err));
+    return ptr;
+}
+
+static void cuda_free(cr_backend *be, void *ptr) {
+    (void)be;
+    CR_CUDA(cudaFree(ptr));
+}
+
+static void cuda_zero(cr_backend *be, void *ptr, size_t bytes) {
+    CR_CUDA(cudaMemsetAsync(ptr, 0, bytes, cuda_ctx(be)->stream));
+}
+
+static void cuda_copy(cr_backend *be, void *dst, const void *src, size_t bytes) {
+    CR_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_ctx(be)->stream));
+}
+
+/* Host copies go on the backend's stream, so they wait for the ops before
+ * them (a blocking cudaMemcpy would use the legacy default stream, which a
+ * non-blocking stream does not wait for), and then the stream is drained so
+ * the host may reuse or read its buffer at once. */
+static void cuda_copy_to_device(cr_backend *be, void *dst, const void *host_src, size_t bytes) {
+    cudaStream_t stream = cuda_ctx(be)->stream;
+    CR_CUDA(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream));
+    CR_CUDA(cudaStreamSynchronize(stream));
+}
+
+static void cuda_copy_to_host(cr_backend *be, void *host_dst, const void *src, size_t bytes) {
+    cudaStream_t stream = cuda_ctx(be)->stream;
+    CR_CUDA(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream));
+    CR_CUDA(cudaStreamSynchronize(stream));
+}
+
+static void cuda_synchronize(cr_backend *be) {
+    CR_CUDA(cudaStreamSynchronize(cuda_ctx(be)->stream));
+}
+
+/* ---- scratch ---- */
+
+/* Grows *buf to at least `bytes`. Work already on the stream may still read
+ * the old buffer, so the stream is drained before it is freed; growth
+ * happens a handful of times per run (new shapes), never in steady state. */
+static void *grow(cuda_context *ctx, void **buf, size_t *have, size_t bytes) {
+    if (bytes <= *have) return *buf;
+    CR_CUDA(cudaStreamSynchronize(ctx->stream));
+    CR_CUDA(cudaFree(*buf));
+    *buf = NULL;
+    *have = 0;
+    CR_CUDA(cudaMalloc(buf, bytes));
+    *have = bytes;
+    return *buf;
+}
+
+void *cuda_workspace(cr_backend *be, size_t bytes) {
+    cuda_context *ctx = cuda_ctx(be);
+    if (bytes == 0) return NULL;
+    return grow(ctx, &ctx->workspace, &ctx->workspace_bytes, bytes);
+}
+
+double *cuda_partials(cr_backend *be, size_t count) {
+    cuda_context *ctx = cuda_ctx(be);
+    return grow(ctx, &ctx->partials, &ctx->partials_bytes, (count ? count : 1) * sizeof(double));
+}
+
+/* ---- the table ---- */
+
+static void cuda_destroy(cr_backend *be) {
+    cuda_context *ctx = cuda_ctx(be);
+    CR_CUDA(cudaStreamSynchronize(ctx->stream));
+    cuda_conv_cache_free(ctx->conv_cache);
+    CR_CUDA(cudaFree(ctx->workspace));
+    CR_CUDA(cudaFree(ctx->partials));
+    CR_CUDNN(cudnnDestroy(ctx->cudnn));
+    CR_CUBLAS(cublasDestroy(ctx->cublas));
+    CR_CUDA(cudaStreamDestroy(ctx->stream));
+    free(ctx);
+    free(be);
+}
+
+static const cr_backend_ops cuda_ops = {
+    .name = "cuda",
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .zero = cuda_zero,
+    .copy = cuda_copy,
+    .copy_to_device = cuda_copy_to_device,
+    .copy_to_host = cuda_copy_to_host,
+    .synchronize = cuda_synchronize,
+    .conv_plan = cuda_conv_plan,
+    .conv_plan_free = cuda_conv_plan_free,
+    .conv_forward = cuda_conv_forward,
+    .conv_backward_data = cuda_conv_backward_data,
+    .conv_backward_weight = cuda_conv_backward_weight,
+    .bn_sums = cuda_bn_sums,
+    .bn_finalize = cuda_bn_finalize,
+    .bn_running_stats = cuda_bn_running_stats,
+    .bn_apply = cuda_bn_apply,
+    .bn_backward_sums = cuda_bn_backward_sums,
+    .bn_backward_apply = cuda_bn_backward_apply,
+    .avgpool_forward = cuda_avgpool_forward,
+    .avgpool_backward = cuda_avgpool_backward,
+    .linear_forward = cuda_linear_forward,
+    .linear_backward = cuda_linear_backward,
+    .softmax_xent = cuda_softmax_xent,
+    .sgd_step = cuda_sgd_step,
+    .scale = cuda_scale,
+};
+
+int cr_cuda_device_count(void) {
+    int count = 0;
+    /* No driver or no device is an answer here, not an error: tests ask
+     * before they create a backend. Clear the error so that no later check
+     * reports it. */
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return count;
+}
+
+/* The kernels are built for sm_80 and sm_90 (PTX for newer): refuse older
+ * devices with a clear message rather than "no kernel image" later. */
+static void check_device(int device) {
+    int count = cr_cuda_device_count();
+    if (count == 0) cr_fatal(CR_EXIT_USAGE, "cuda backend", "no CUDA device (or no driver)");
+    if (device < 0 || device >= count)
+        cr_fatal(CR_EXIT_USAGE, "cuda backend", "device %d outside 0..%d", device, count - 1);
+    struct cudaDeviceProp prop;
+    CR_CUDA(cudaGetDeviceProperties(&prop, device));
+    if (prop.major < 8)
+        cr_fatal(CR_EXIT_USAGE, "cuda backend",
+                 "device %d (%s) has compute capability %d.%d; 8.0 or newer is required", device,
+                 prop.name, prop.major, prop.minor);
+}
+
+cr_backend *cr_backend_cuda_create(int device) {
+    check_device(device);
+    CR_CUDA(cudaSetDevice(device));
+    cuda_context *ctx = cr_calloc(1, sizeof *ctx, "cuda backend");
+    ctx->device = device;
+    /* Non-blocking: the stream never waits on the legacy default stream
+     * that libraries or other code might use. */
+    CR_CUDA(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
+    CR_CUDNN(cudnnCreate(&ctx->cudnn));
+    CR_CUDNN(cudnnSetStream(ctx->cudnn, ctx->stream));
+    CR_CUBLAS(cublasCreate(&ctx->cublas));
+    CR_CUBLAS(cublasSetStream(ctx->cublas, ctx->stream));
+    /* Plain fp32 GEMMs: no TF32 tensor-core rounding (not done yet), so the
+     * linear layer matches the CPU backend to fp32 rounding. */
+    CR_CUBLAS(cublasSetMathMode(ctx->cublas, CUBLAS_DEFAULT_MATH));
+    cr_backend *be = cr_calloc(1, sizeof *be, "cuda backend");
+    be->ops = &cuda_ops;
+    be->context = ctx;
+    return be;
+}

@@ -1,0 +1,442 @@
+/* The CUDA backend's own kernels: BatchNorm (statistics, apply, backward),
+ * global average pooling, the linear layer (cuBLAS GEMMs and a bias kernel),
+ * softmax cross-entropy, SGD and scale. Same semantics, formulas and operation
+ * order as the CPU backend (src/backend/cpu), which the tests compare against.
+ *
+ * Layout: an activation is [rows, C] (NHWC). The BatchNorm kernels give a
+ * block TILE_C consecutive channels, so a warp reads 32 consecutive floats of
+ * a row, and TILE_ROWS row lanes; each thread keeps one channel, and that
+ * channel's constants stay in registers.
+ *
+ * Determinism: every reduction has a fixed shape that depends only on the
+ * tensor's size, never on the device, the launch or the scheduling, and uses
+ * no atomics. Per-channel sums are formed over fixed chunks of CHUNK_ROWS
+ * rows (float within a thread's short run of rows, double across the row
+ * lanes) into per-chunk partials; a second kernel adds the chunks by a fixed
+ * tree. Running the same op twice gives the same bits. */
+#include "cuda.h"
+
+#include <math.h>
+
+/* Launches a kernel on a stream and checks the launch; an error inside the
+ * kernel surfaces at the next synchronising call (copy_to_host, synchronize). */
+#define LAUNCH(kernel, grid, block, stream, ...)                                                   \
+    do {                                                                                           \
+        kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__);                                     \
+        cudaError_t err_ = cudaGetLastError();                                                     \
+        if (err_ != cudaSuccess)                                                                   \
+            cuda_fail(__FILE__, __LINE__, "CUDA", "launch of " #kernel, cudaGetErrorString(err_)); \
+    } while (0)
+
+namespace {
+
+constexpr int TILE_C = 32;         /* channels per block: one warp across a row */
+constexpr int TILE_ROWS = 8;       /* row lanes per block */
+constexpr long CHUNK_ROWS = 256;   /* rows behind one partial sum: fixed, for determinism */
+constexpr long APPLY_ROWS = 64;    /* rows per block in the elementwise BatchNorm passes */
+constexpr int FINAL_THREADS = 128; /* threads adding one column of partials */
+constexpr int THREADS = 256;       /* 1-D kernels */
+
+cudaStream_t stream_of(cr_backend *be) { return cuda_ctx(be)->stream; }
+
+unsigned blocks_for(size_t n, size_t per_block) {
+    return (unsigned)((n + per_block - 1) / per_block);
+}
+
+dim3 tile_block() { return dim3(TILE_C, TILE_ROWS); }
+
+/* Blocks along rows (x: up to 2^31-1 of them) and channel tiles (y). */
+dim3 tile_grid(long rows, long rows_per_block, int channels) {
+    return dim3(blocks_for((size_t)rows, (size_t)rows_per_block),
+                blocks_for((size_t)channels, TILE_C));
+}
+
+__device__ int tile_channel() { return (int)(blockIdx.y * TILE_C + threadIdx.x); }
+
+__device__ long min_long(long a, long b) { return a < b ? a : b; }
+
+/* The gradient reaching the BN output: dy (+ dy2), masked by the ReLU. */
+__device__ float upstream(const float *dy, const float *dy2, const float *y, int relu, long i) {
+    float g = dy[i];
+    if (dy2) g += dy2[i];
+    if (relu && !(y[i] > 0.0f)) g = 0.0f;
+    return g;
+}
+
+/* ---- per-channel sums: two stages ---- */
+
+/* Stage 1, the body of a kernel: the block at (chunk, tile) adds term(i, s1,
+ * s2) over the rows of its chunk for this thread's channel, then the row
+ * lanes in order in double, and writes partials[chunk][c] and
+ * partials[chunk][C + c]. */
+template <typename Term> __device__ void chunk_sums(long rows, int C, double *partials, Term term) {
+    __shared__ double lanes[2][TILE_ROWS][TILE_C];
+    const int tx = threadIdx.x, ty = threadIdx.y, c = tile_channel();
+    const long first = (long)blockIdx.x * CHUNK_ROWS;
+    const long end = min_long(first + CHUNK_ROWS, rows);
+    float s1 = 0.0f, s2 = 0.0f;
+    if (c < C)
+        for (long r = first + ty; r < end; r += TILE_ROWS) term(r * C + c, s1, s2);
+    lanes[0][ty][tx] = s1;
+    lanes[1][ty][tx] = s2;
+    __syncthreads();
+    if (ty != 0 || c >= C) return;
+    double t1 = 0.0, t2 = 0.0;
+    for (int k = 0; k < TILE_ROWS; k++) {
+        t1 += lanes[0][k][tx];
+        t2 += lanes[1][k][tx];
+    }
+    double *out = partials + (size_t)blockIdx.x * 2 * C;
+    out[c] = t1;
+    out[C + c] = t2;
+}
+
+/* Forward statistics: sum(x - shift), sum((x - shift)^2). */
+__global__ void bn_sums_partial(const float *x, long rows, int C, const float *shift,
+                                double *partials) {
+    const int c = tile_channel();
+    const float s = c < C ? shift[c] : 0.0f;
+    chunk_sums(rows, C, partials, [=](long i, float &s1, float &s2) {
+        float d = x[i] - s;
+        s1 += d;
+        s2 += d * d;
+    });
+}
+
+/* Backward: sum(dz * (x - mean)), sum(dz); the first becomes sum(dz * xhat)
+ * when stage 2 scales it by invstd. */
+__global__ void bn_backward_sums_partial(cr_bn_view bn, const float *x, const float *y,
+                                         const float *dy, const float *dy2, int relu,
+                                         double *partials) {
+    const int c = tile_channel();
+    const float mean = c < bn.channels ? bn.mean[c] : 0.0f;
+    chunk_sums(bn.rows, bn.channels, partials, [=](long i, float &s1, float &s2) {
+        float dz = upstream(dy, dy2, y, relu, i);
+        s1 += dz * (x[i] - mean);
+        s2 += dz;
+    });
+}
+
+/* Stage 2: block `col` adds column col of partials [chunks][2C]: each thread
+ * a fixed strided subset of the chunks, then a fixed tree. The first C
+ * columns are multiplied by scale[col] when scale is not NULL. */
+__global__ void chunk_sums_final(const double *partials, long chunks, int C, const float *scale,
+                                 float *sums) {
+    __shared__ double lane[FINAL_THREADS];
+    const int col = blockIdx.x, t = threadIdx.x;
+    double total = 0.0;
+    for (long k = t; k < chunks; k += FINAL_THREADS) total += partials[k * 2 * C + col];
+    lane[t] = total;
+    __syncthreads();
+    for (int half = FINAL_THREADS / 2; half > 0; half /= 2) {
+        if (t < half) lane[t] += lane[t + half];
+        __syncthreads();
+    }
+    if (t != 0) return;
+    double v = lane[0];
+    if (scale && col < C) v *= scale[col];
+    sums[col] = (float)v;
+}
+
+/* ---- BatchNorm: statistics and the elementwise passes ---- */
+
+/* Same formulas as cpu_bn_finalize, in double. shift may be running_mean:
+ * each thread reads it before writing. */
+__global__ void bn_finalize_kernel(const float *sums, double count, int C, const float *shift,
+                                   float eps, float momentum, float *mean, float *invstd,
+                                   float *running_mean, float *running_var) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    double centered = sums[c] / count; /* mean - shift */
+    double var = sums[C + c] / count - centered * centered;
+    if (var < 0.0) var = 0.0;
+    double m = shift[c] + centered;
+    mean[c] = (float)m;
+    invstd[c] = (float)(1.0 / sqrt(var + eps));
+    double unbiased = count > 1.0 ? var * count / (count - 1.0) : var;
+    running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * m);
+    running_var[c] = (float)((1.0 - momentum) * running_var[c] + momentum * unbiased);
+}
+
+__global__ void bn_running_stats_kernel(const float *running_mean, const float *running_var, int C,
+                                        float eps, float *mean, float *invstd) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    mean[c] = running_mean[c];
+    invstd[c] = (float)(1.0 / sqrt((double)running_var[c] + eps));
+}
+
+__global__ void bn_apply_kernel(cr_bn_view bn, const float *x, const float *residual, int relu,
+                                float *y) {
+    const int c = tile_channel(), C = bn.channels;
+    if (c >= C) return;
+    const float scale = bn.gamma[c] * bn.invstd[c];
+    const float offset = bn.beta[c] - bn.mean[c] * scale;
+    const long first = (long)blockIdx.x * APPLY_ROWS;
+    const long end = min_long(first + APPLY_ROWS, bn.rows);
+    for (long r = first + threadIdx.y; r < end; r += TILE_ROWS) {
+        const long i = r * C + c;
+        float v = x[i] * scale + offset;
+        if (residual) v += residual[i];
+        if (relu) v = v > 0.0f ? v : 0.0f;
+        y[i] = v;
+    }
+}
+
+/* dx = a*dz + b*x + k per channel, the training formula expanded as in
+ * cpu_bn_backward_apply. dx may be dy and d_residual may be dy2 (the model
+ * does both): every element is read before it is written, by one thread. */
+__global__ void bn_backward_apply_kernel(cr_bn_view bn, const float *x, const float *y,
+                                         const float *dy, const float *dy2, int relu,
+                                         const float *sums, double count, int training, float *dx,
+                                         float *d_residual) {
+    const int c = tile_channel(), C = bn.channels;
+    if (c >= C) return;
+    const double gain = (double)bn.gamma[c] * bn.invstd[c];
+    const double mean_dz = training ? sums[C + c] / count : 0.0;
+    const double mean_dz_xhat = training ? sums[c] / count : 0.0;
+    const double slope = -gain * mean_dz_xhat * bn.invstd[c];
+    const float a = (float)gain, b = (float)slope;
+    const float k = (float)(-gain * mean_dz - slope * bn.mean[c]);
+    const long first = (long)blockIdx.x * APPLY_ROWS;
+    const long end = min_long(first + APPLY_ROWS, bn.rows);
+    for (long r = first + threadIdx.y; r < end; r += TILE_ROWS) {
+        const long i = r * C + c;
+        const float dz = upstream(dy, dy2, y, relu, i);
+        const float xi = x[i];
+        if (d_residual) d_residual[i] = dz;
+        dx[i] = a * dz + b * xi + k;
+    }
+}
+
+/* ---- head ---- */
+
+/* y[n][c] = mean over p of x[n][p][c]: one thread per (n, c), adding in p
+ * order as the CPU backend does. */
+__global__ void avgpool_forward_kernel(const float *x, int batch, int hw, int C, float *y) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)batch * C) return;
+    const long n = i / C;
+    const int c = (int)(i % C);
+    const float *column = x + n * hw * C + c;
+    float acc = 0.0f;
+    for (int p = 0; p < hw; p++) acc += column[(long)p * C];
+    y[i] = acc / (float)hw;
+}
+
+__global__ void avgpool_backward_kernel(const float *dy, int batch, int hw, int C, float *dx) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)batch * hw * C) return;
+    const long n = i / ((long)hw * C);
+    const int c = (int)(i % C);
+    dx[i] = dy[n * C + c] / (float)hw;
+}
+
+__global__ void add_bias_kernel(float *y, const float *b, int batch, int out) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)batch * out) return;
+    y[i] += b[i % out];
+}
+
+/* db[o] = sum over n of dy[n][o], in n order. */
+__global__ void bias_grad_kernel(const float *dy, int batch, int out, float *db) {
+    const int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= out) return;
+    float acc = 0.0f;
+    for (int n = 0; n < batch; n++) acc += dy[(long)n * out + o];
+    db[o] = acc;
+}
+
+/* ---- loss ---- */
+
+constexpr int XENT_THREADS = 256;
+
+/* One block: thread t takes samples t, t + XENT_THREADS, ... in double as
+ * cpu_softmax_xent does, and the per-thread losses meet in a fixed tree. */
+__global__ void softmax_xent_kernel(const float *logits, const int32_t *labels, int batch,
+                                    int classes, float grad_scale, float *dlogits, float *loss_sum,
+                                    int32_t *predicted) {
+    __shared__ double lane[XENT_THREADS];
+    const int t = threadIdx.x;
+    double total = 0.0;
+    for (int n = t; n < batch; n += XENT_THREADS) {
+        const float *z = logits + (long)n * classes;
+        const int label = labels[n];
+        int best = 0;
+        for (int k = 1; k < classes; k++)
+            if (z[k] > z[best]) best = k;
+        double denom = 0.0;
+        for (int k = 0; k < classes; k++) denom += exp((double)z[k] - z[best]);
+        const double log_denom = log(denom) + z[best];
+        total += log_denom - z[label];
+        predicted[n] = best;
+        if (!dlogits) continue;
+        for (int k = 0; k < classes; k++) {
+            double p = exp((double)z[k] - log_denom);
+            dlogits[(long)n * classes + k] = (float)((p - (k == label)) * grad_scale);
+        }
+    }
+    lane[t] = total;
+    __syncthreads();
+    for (int half = XENT_THREADS / 2; half > 0; half /= 2) {
+        if (t < half) lane[t] += lane[t + half];
+        __syncthreads();
+    }
+    if (t == 0) loss_sum[0] = (float)lane[0];
+}
+
+/* ---- optimizer ---- */
+
+/* cpu_sgd_step's operations in its order, each rounded on its own (__fmul_rn
+ * and __fadd_rn are never contracted into an FMA, and the CPU build does not
+ * contract either), so both backends take bitwise the same step. */
+__global__ void sgd_kernel(float *params, const float *grads, float *momentum_buf, size_t n,
+                           cr_sgd_args args) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float lr = args.lr, mu = args.momentum, wd = args.weight_decay;
+    const float keep = 1.0f - args.dampening;
+    float g = grads[i];
+    if (wd != 0.0f) g = __fadd_rn(g, __fmul_rn(wd, params[i]));
+    if (mu != 0.0f) {
+        float buf = __fadd_rn(__fmul_rn(momentum_buf[i], mu), __fmul_rn(keep, g));
+        momentum_buf[i] = buf;
+        g = args.nesterov ? __fadd_rn(g, __fmul_rn(mu, buf)) : buf;
+    }
+    params[i] = __fadd_rn(params[i], __fmul_rn(-lr, g));
+}
+
+__global__ void scale_kernel(float *x, size_t n, float alpha) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] *= alpha;
+}
+
+} // namespace
+
+/* ---- the ops ---- */
+
+extern "C" {
+
+void cuda_bn_sums(cr_backend *be, const float *x, long rows, int channels, const float *shift,
+                  float *sums) {
+    if (channels <= 0) return;
+    const long chunks = (rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
+    double *partials = cuda_partials(be, (size_t)chunks * 2 * channels);
+    if (chunks > 0)
+        LAUNCH(bn_sums_partial, tile_grid(rows, CHUNK_ROWS, channels), tile_block(), stream_of(be),
+               x, rows, channels, shift, partials);
+    LAUNCH(chunk_sums_final, 2 * channels, FINAL_THREADS, stream_of(be), partials, chunks, channels,
+           (const float *)NULL, sums);
+}
+
+void cuda_bn_finalize(cr_backend *be, const float *sums, double count, int channels,
+                      const float *shift, float eps, float momentum, float *mean, float *invstd,
+                      float *running_mean, float *running_var) {
+    if (channels <= 0) return;
+    LAUNCH(bn_finalize_kernel, blocks_for(channels, THREADS), THREADS, stream_of(be), sums, count,
+           channels, shift, eps, momentum, mean, invstd, running_mean, running_var);
+}
+
+void cuda_bn_running_stats(cr_backend *be, const float *running_mean, const float *running_var,
+                           int channels, float eps, float *mean, float *invstd) {
+    if (channels <= 0) return;
+    LAUNCH(bn_running_stats_kernel, blocks_for(channels, THREADS), THREADS, stream_of(be),
+           running_mean, running_var, channels, eps, mean, invstd);
+}
+
+void cuda_bn_apply(cr_backend *be, const cr_bn_view *bn, const float *x, const float *residual,
+                   int relu, float *y) {
+    if (bn->rows <= 0 || bn->channels <= 0) return;
+    LAUNCH(bn_apply_kernel, tile_grid(bn->rows, APPLY_ROWS, bn->channels), tile_block(),
+           stream_of(be), *bn, x, residual, relu, y);
+}
+
+void cuda_bn_backward_sums(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
+                           const float *dy, const float *dy2, int relu, float *sums) {
+    const int C = bn->channels;
+    if (C <= 0) return;
+    const long chunks = (bn->rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
+    double *partials = cuda_partials(be, (size_t)chunks * 2 * C);
+    if (chunks > 0)
+        LAUNCH(bn_backward_sums_partial, tile_grid(bn->rows, CHUNK_ROWS, C), tile_block(),
+               stream_of(be), *bn, x, y, dy, dy2, relu, partials);
+    LAUNCH(chunk_sums_final, 2 * C, FINAL_THREADS, stream_of(be), partials, chunks, C, bn->invstd,
+           sums);
+}
+
+void cuda_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
+                            const float *dy, const float *dy2, int relu, const float *sums,
+                            double count, int training, float *dx, float *d_residual) {
+    if (bn->rows <= 0 || bn->channels <= 0) return;
+    LAUNCH(bn_backward_apply_kernel, tile_grid(bn->rows, APPLY_ROWS, bn->channels), tile_block(),
+           stream_of(be), *bn, x, y, dy, dy2, relu, sums, count, training, dx, d_residual);
+}
+
+void cuda_avgpool_forward(cr_backend *be, const float *x, int batch, int hw, int channels,
+                          float *y) {
+    const size_t n = (size_t)batch * channels;
+    if (n == 0) return;
+    LAUNCH(avgpool_forward_kernel, blocks_for(n, THREADS), THREADS, stream_of(be), x, batch, hw,
+           channels, y);
+}
+
+void cuda_avgpool_backward(cr_backend *be, const float *dy, int batch, int hw, int channels,
+                           float *dx) {
+    const size_t n = (size_t)batch * hw * channels;
+    if (n == 0) return;
+    LAUNCH(avgpool_backward_kernel, blocks_for(n, THREADS), THREADS, stream_of(be), dy, batch, hw,
+           channels, dx);
+}
+
+/* cuBLAS is column-major, and a row-major [r, c] matrix is the column-major
+ * [c, r] matrix, its transpose. So row-major y = x W^T (x [batch, in], W
+ * [out, in]) is, column-major, y^T [out, batch] = W [out, in] . x^T [in,
+ * batch], where W is stored as its transpose (op T, ld in) and x^T as itself
+ * (op N, ld in). Plain fp32 GEMM: the handle's math mode excludes TF32. */
+void cuda_linear_forward(cr_backend *be, const float *x, const float *w, const float *b, int batch,
+                         int in, int out, float *y) {
+    if (batch <= 0 || out <= 0) return;
+    const float one = 1.0f, zero = 0.0f;
+    CR_CUBLAS(cublasSgemm(cuda_ctx(be)->cublas, CUBLAS_OP_T, CUBLAS_OP_N, out, batch, in, &one, w,
+                          in, x, in, &zero, y, out));
+    LAUNCH(add_bias_kernel, blocks_for((size_t)batch * out, THREADS), THREADS, stream_of(be), y, b,
+           batch, out);
+}
+
+/* Column-major as above:
+ *   dx^T [in, batch] = W^T [in, out] . dy^T [out, batch]  (both stored as is: N, N)
+ *   dW^T [in, out]   = x^T [in, batch] . dy [batch, out]  (x^T as is, dy^T transposed: N, T)
+ * and db by a kernel that adds over the batch in order. */
+void cuda_linear_backward(cr_backend *be, const float *x, const float *w, const float *dy,
+                          int batch, int in, int out, float *dx, float *dw, float *db) {
+    if (batch <= 0 || out <= 0 || in <= 0) return;
+    cublasHandle_t cublas = cuda_ctx(be)->cublas;
+    const float one = 1.0f, zero = 0.0f;
+    if (dx)
+        CR_CUBLAS(cublasSgemm(cublas, CUBLAS_OP_N, CUBLAS_OP_N, in, batch, out, &one, w, in, dy,
+                              out, &zero, dx, in));
+    CR_CUBLAS(cublasSgemm(cublas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, batch, &one, x, in, dy, out,
+                          &zero, dw, in));
+    LAUNCH(bias_grad_kernel, blocks_for(out, THREADS), THREADS, stream_of(be), dy, batch, out, db);
+}
+
+void cuda_softmax_xent(cr_backend *be, const float *logits, const int32_t *labels, int batch,
+                       int classes, float grad_scale, float *dlogits, float *loss_sum,
+                       int32_t *predicted) {
+    LAUNCH(softmax_xent_kernel, 1, XENT_THREADS, stream_of(be), logits, labels, batch, classes,
+           grad_scale, dlogits, loss_sum, predicted);
+}
+
+void cuda_sgd_step(cr_backend *be, float *params, const float *grads, float *momentum_buf, size_t n,
+                   const cr_sgd_args *args) {
+    if (n == 0) return;
+    LAUNCH(sgd_kernel, blocks_for(n, THREADS), THREADS, stream_of(be), params, grads, momentum_buf,
+           n, *args);
+}
+
+void cuda_scale(cr_backend *be, float *x, size_t n, float alpha) {
+    if (n == 0) return;
+    LAUNCH(scale_kernel, blocks_for(n, THREADS), THREADS, stream_of(be), x, n, alpha);
+}
+
+} // extern "C"

@@ -1,0 +1,527 @@
+/* The CUDA backend against the CPU backend (itself tested against plain
+ * references in test_cpu_ops.c): every op on the same random inputs, then
+ * one whole training step of the small model on each backend.
+ *
+ * Each op is fed the CPU backend's inputs (statistics, sums, ReLU outputs),
+ * so an error shows in the op that makes it rather than in the ones after.
+ * Tolerance: relative L2 error 1e-4 per op (fp32; the backends add in
+ * different orders, and the GPU contracts a*b+c into one rounding).
+ *
+ * Without a CUDA device (or driver) it prints "SKIPPED: no CUDA device" and
+ * passes. */
+#include "check.h"
+#include "cresnet/backend.h"
+#include "cresnet/model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define OP_TOL 1e-4
+
+typedef struct {
+    cr_backend *cpu, *gpu;
+} backends;
+
+static float *floats(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+
+static float *random_floats(size_t n, float scale, uint32_t object) {
+    float *x = floats(n);
+    fill_random(x, n, scale, object);
+    return x;
+}
+
+static void *upload(cr_backend *gpu, const void *host, size_t bytes) {
+    void *dev = gpu->ops->alloc(gpu, bytes);
+    gpu->ops->copy_to_device(gpu, dev, host, bytes);
+    return dev;
+}
+
+static float *upload_floats(cr_backend *gpu, const float *host, size_t n) {
+    return upload(gpu, host, n * sizeof(float));
+}
+
+static float *download(cr_backend *gpu, const float *dev, size_t n) {
+    float *host = floats(n);
+    gpu->ops->copy_to_host(gpu, host, dev, n * sizeof(float));
+    return host;
+}
+
+/* Device memory filled with a value no op produces by accident: outputs
+ * must be overwritten, never accumulated into. */
+static float *garbage(cr_backend *gpu, size_t n) {
+    float *host = floats(n);
+    for (size_t i = 0; i < n; i++) host[i] = 7.25f;
+    float *dev = upload_floats(gpu, host, n);
+    free(host);
+    return dev;
+}
+
+/* ||a - ref|| / ||ref||; a NaN anywhere makes it NaN, which fails every check. */
+static double relative_l2(const float *a, const float *ref, size_t n) {
+    double err = 0.0, norm = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        err += d * d;
+        norm += (double)ref[i] * ref[i];
+    }
+    if (err == 0.0) return 0.0;
+    return norm > 0.0 ? sqrt(err / norm) : INFINITY;
+}
+
+/* The device result against the host reference. */
+static void expect_close(cr_backend *gpu, const float *dev, const float *ref, size_t n, double tol,
+                         const char *what) {
+    float *got = download(gpu, dev, n);
+    double err = relative_l2(got, ref, n);
+    CHECK(err <= tol, "%s: relative error %g (tol %g)", what, err, tol);
+    free(got);
+}
+
+/* ---- memory ---- */
+
+static void test_memory(const backends *b) {
+    cr_backend *gpu = b->gpu;
+    const size_t n = 1000;
+    float *host = random_floats(n, 1.0f, 60), *back = floats(n);
+    float *dev = upload_floats(gpu, host, n), *other = gpu->ops->alloc(gpu, n * sizeof(float));
+    gpu->ops->copy(gpu, other, dev, n * sizeof(float));
+    gpu->ops->zero(gpu, other, 10 * sizeof(float));
+    gpu->ops->copy_to_host(gpu, back, other, n * sizeof(float));
+    int same = 1;
+    for (size_t i = 0; i < n; i++) same &= back[i] == (i < 10 ? 0.0f : host[i]);
+    CHECK(same, "copy, zero and copy_to_host round trip");
+    gpu->ops->synchronize(gpu);
+    gpu->ops->free(gpu, dev);
+    gpu->ops->free(gpu, other);
+    free(host), free(back);
+}
+
+/* ---- convolution ---- */
+
+/* Device buffer of n floats whose pointer is 16-byte aligned, or, when
+ * misaligned, 4 bytes past that (a tensor at an odd offset in a flat
+ * buffer); *base is what to free. */
+static float *device_view(cr_backend *gpu, size_t n, int misaligned, void **base) {
+    *base = gpu->ops->alloc(gpu, (n + 1) * sizeof(float));
+    return (float *)*base + (misaligned ? 1 : 0);
+}
+
+static void test_conv(const backends *b, cr_conv_shape s, int misaligned) {
+    cr_backend *cpu = b->cpu, *gpu = b->gpu;
+    size_t nx = (size_t)s.batch * s.in_h * s.in_w * s.in_c;
+    size_t ny = (size_t)s.batch * s.out_h * s.out_w * s.out_c;
+    size_t nw = (size_t)s.out_c * s.kernel * s.kernel * s.in_c;
+    float *x = random_floats(nx, 1.0f, 1), *w = random_floats(nw, 0.5f, 2);
+    float *dy = random_floats(ny, 1.0f, 3);
+    float *y = floats(ny), *dx = floats(nx), *dw = floats(nw);
+    cr_conv_plan *plan = cpu->ops->conv_plan(cpu, &s);
+    cpu->ops->conv_forward(cpu, plan, x, w, y);
+    cpu->ops->conv_backward_data(cpu, plan, dy, w, dx);
+    cpu->ops->conv_backward_weight(cpu, plan, x, dy, dw);
+    cpu->ops->conv_plan_free(cpu, plan);
+
+    void *bases[6];
+    float *d_x = device_view(gpu, nx, misaligned, &bases[0]);
+    float *d_w = device_view(gpu, nw, misaligned, &bases[1]);
+    float *d_dy = device_view(gpu, ny, misaligned, &bases[2]);
+    float *d_y = device_view(gpu, ny, misaligned, &bases[3]);
+    float *d_dx = device_view(gpu, nx, misaligned, &bases[4]);
+    float *d_dw = device_view(gpu, nw, misaligned, &bases[5]);
+    gpu->ops->copy_to_device(gpu, d_x, x, nx * sizeof(float));
+    gpu->ops->copy_to_device(gpu, d_w, w, nw * sizeof(float));
+    gpu->ops->copy_to_device(gpu, d_dy, dy, ny * sizeof(float));
+    float *junk = garbage(gpu, nx > nw ? (nx > ny ? nx : ny) : (nw > ny ? nw : ny));
+    gpu->ops->copy(gpu, d_y, junk, ny * sizeof(float));
+    gpu->ops->copy(gpu, d_dx, junk, nx * sizeof(float));
+    gpu->ops->copy(gpu, d_dw, junk, nw * sizeof(float));
+
+    plan = gpu->ops->conv_plan(gpu, &s);
+    gpu->ops->conv_forward(gpu, plan, d_x, d_w, d_y);
+    gpu->ops->conv_backward_data(gpu, plan, d_dy, d_w, d_dx);
+    gpu->ops->conv_backward_weight(gpu, plan, d_x, d_dy, d_dw);
+    gpu->ops->conv_plan_free(gpu, plan);
+
+    char what[160];
+    snprintf(what, sizeof what, "conv %dx%d s%d %d->%d on %dx%d batch %d%s", s.kernel, s.kernel,
+             s.stride, s.in_c, s.out_c, s.in_h, s.in_w, s.batch,
+             misaligned ? " (4-byte aligned)" : "");
+    char part[200];
+    snprintf(part, sizeof part, "%s forward", what);
+    expect_close(gpu, d_y, y, ny, OP_TOL, part);
+    snprintf(part, sizeof part, "%s backward-data", what);
+    expect_close(gpu, d_dx, dx, nx, OP_TOL, part);
+    snprintf(part, sizeof part, "%s backward-weight", what);
+    expect_close(gpu, d_dw, dw, nw, OP_TOL, part);
+
+    for (int i = 0; i < 6; i++) gpu->ops->free(gpu, bases[i]);
+    gpu->ops->free(gpu, junk);
+    free(x), free(w), free(dy), free(y), free(dx), free(dw);
+}
+
+/* ---- BatchNorm ---- */
+
+typedef struct {
+    long rows;
+    int C, relu, with_residual, training;
+} bn_params;
+
+static void test_bn(const backends *b, bn_params p) {
+    cr_backend *cpu = b->cpu, *gpu = b->gpu;
+    const long rows = p.rows;
+    const int C = p.C;
+    const size_t n = (size_t)rows * C;
+    char what[128], part[192];
+    snprintf(what, sizeof what, "bn rows=%ld C=%d relu=%d residual=%d training=%d", rows, C, p.relu,
+             p.with_residual, p.training);
+
+    float *x = random_floats(n, 2.0f, 10);
+    for (size_t i = 0; i < n; i++) x[i] += 3.0f; /* a mean far from 0 tests the shift */
+    float *residual = p.with_residual ? random_floats(n, 1.0f, 11) : NULL;
+    float *gamma = random_floats(C, 0.5f, 12), *beta = random_floats(C, 0.5f, 13);
+    float *rm = random_floats(C, 1.0f, 14), *rv = floats(C);
+    for (int c = 0; c < C; c++) {
+        gamma[c] += 1.0f;
+        rv[c] = 1.5f + beta[c];
+    }
+    float *dy_a = random_floats(n, 1.0f, 15), *dy_b = random_floats(n, 1.0f, 16);
+
+    float *d_x = upload_floats(gpu, x, n),
+          *d_res = residual ? upload_floats(gpu, residual, n) : NULL;
+    float *d_gamma = upload_floats(gpu, gamma, C), *d_beta = upload_floats(gpu, beta, C);
+    float *d_rm = upload_floats(gpu, rm, C), *d_rv = upload_floats(gpu, rv, C);
+
+    /* Statistics: the CPU's, then the GPU's from the same inputs. */
+    float *sums = floats(2 * C), *stats = floats(2 * C);
+    float *d_sums = garbage(gpu, 2 * C), *d_stats = garbage(gpu, 2 * C);
+    if (p.training) {
+        cpu->ops->bn_sums(cpu, x, rows, C, rm, sums);
+        gpu->ops->bn_sums(gpu, d_x, rows, C, d_rm, d_sums);
+        snprintf(part, sizeof part, "%s: bn_sums", what);
+        expect_close(gpu, d_sums, sums, 2 * C, OP_TOL, part);
+        /* Deterministic: a second run gives the same bits. */
+        float *again = garbage(gpu, 2 * C);
+        gpu->ops->bn_sums(gpu, d_x, rows, C, d_rm, again);
+        float *h1 = download(gpu, d_sums, 2 * C), *h2 = download(gpu, again, 2 * C);
+        CHECK(memcmp(h1, h2, 2 * C * sizeof(float)) == 0, "%s: bn_sums not deterministic", what);
+        free(h1), free(h2);
+        gpu->ops->free(gpu, again);
+
+        /* Finalize from the CPU's sums, shift = running mean, which it updates
+         * (the model passes the same pointer twice). */
+        gpu->ops->copy_to_device(gpu, d_sums, sums, 2 * C * sizeof(float));
+        cpu->ops->bn_finalize(cpu, sums, (double)rows, C, rm, 1e-5f, 0.1f, stats, stats + C, rm,
+                              rv);
+        gpu->ops->bn_finalize(gpu, d_sums, (double)rows, C, d_rm, 1e-5f, 0.1f, d_stats, d_stats + C,
+                              d_rm, d_rv);
+        snprintf(part, sizeof part, "%s: bn_finalize mean, invstd", what);
+        expect_close(gpu, d_stats, stats, 2 * C, 1e-6, part);
+        snprintf(part, sizeof part, "%s: bn_finalize running mean", what);
+        expect_close(gpu, d_rm, rm, C, 1e-6, part);
+        snprintf(part, sizeof part, "%s: bn_finalize running var", what);
+        expect_close(gpu, d_rv, rv, C, 1e-6, part);
+    } else {
+        cpu->ops->bn_running_stats(cpu, rm, rv, C, 1e-5f, stats, stats + C);
+        gpu->ops->bn_running_stats(gpu, d_rm, d_rv, C, 1e-5f, d_stats, d_stats + C);
+        snprintf(part, sizeof part, "%s: bn_running_stats", what);
+        expect_close(gpu, d_stats, stats, 2 * C, 1e-6, part);
+    }
+    gpu->ops->copy_to_device(gpu, d_stats, stats, 2 * C * sizeof(float));
+
+    /* Apply. */
+    cr_bn_view view = {rows, C, stats, stats + C, gamma, beta};
+    cr_bn_view d_view = {rows, C, d_stats, d_stats + C, d_gamma, d_beta};
+    float *y = floats(n), *d_y = garbage(gpu, n);
+    cpu->ops->bn_apply(cpu, &view, x, residual, p.relu, y);
+    gpu->ops->bn_apply(gpu, &d_view, d_x, d_res, p.relu, d_y);
+    snprintf(part, sizeof part, "%s: bn_apply", what);
+    expect_close(gpu, d_y, y, n, OP_TOL, part);
+    gpu->ops->copy_to_device(gpu, d_y, y, n * sizeof(float)); /* the same ReLU mask */
+
+    /* Backward sums: dy in two halves. */
+    float *d_dy_a = upload_floats(gpu, dy_a, n), *d_dy_b = upload_floats(gpu, dy_b, n);
+    float *grads = floats(2 * C), *d_grads = garbage(gpu, 2 * C);
+    cpu->ops->bn_backward_sums(cpu, &view, x, y, dy_a, dy_b, p.relu, grads);
+    gpu->ops->bn_backward_sums(gpu, &d_view, d_x, d_y, d_dy_a, d_dy_b, p.relu, d_grads);
+    snprintf(part, sizeof part, "%s: bn_backward_sums", what);
+    expect_close(gpu, d_grads, grads, 2 * C, OP_TOL, part);
+    gpu->ops->copy_to_device(gpu, d_grads, grads, 2 * C * sizeof(float));
+
+    /* Backward apply. With a residual, the GPU writes dx over dy and the
+     * residual's gradient over dy2, as the model does. */
+    float *dx = floats(n), *dres = floats(n);
+    cpu->ops->bn_backward_apply(cpu, &view, x, y, dy_a, dy_b, p.relu, grads, (double)rows,
+                                p.training, dx, dres);
+    float *d_dx = p.with_residual ? d_dy_a : garbage(gpu, n);
+    float *d_dres = p.with_residual ? d_dy_b : garbage(gpu, n);
+    gpu->ops->bn_backward_apply(gpu, &d_view, d_x, d_y, d_dy_a, d_dy_b, p.relu, d_grads,
+                                (double)rows, p.training, d_dx, d_dres);
+    snprintf(part, sizeof part, "%s: bn_backward_apply dx", what);
+    expect_close(gpu, d_dx, dx, n, OP_TOL, part);
+    snprintf(part, sizeof part, "%s: bn_backward_apply d_residual", what);
+    expect_close(gpu, d_dres, dres, n, OP_TOL, part);
+
+    if (!p.with_residual) {
+        gpu->ops->free(gpu, d_dx);
+        gpu->ops->free(gpu, d_dres);
+    }
+    float *device[] = {d_x,    d_res,   d_gamma, d_beta, d_rm,   d_rv,
+                       d_sums, d_stats, d_y,     d_dy_a, d_dy_b, d_grads};
+    for (size_t i = 0; i < sizeof device / sizeof device[0]; i++)
+        if (device[i]) gpu->ops->free(gpu, device[i]);
+    free(x), free(residual), free(gamma), free(beta), free(rm), free(rv), free(dy_a), free(dy_b);
+    free(sums), free(stats), free(y), free(grads), free(dx), free(dres);
+}
+
+/* The worked example of test_cpu_ops.c, on the GPU: exact values. */
+static void test_running_stats(const backends *b) {
+    cr_backend *gpu = b->gpu;
+    float x[4] = {1, 2, 3, 4}, rm[1] = {0.5f}, rv[1] = {2.0f}, out[6];
+    float *d_x = upload_floats(gpu, x, 4), *d_rm = upload_floats(gpu, rm, 1);
+    float *d_rv = upload_floats(gpu, rv, 1), *d_sums = garbage(gpu, 2), *d_stats = garbage(gpu, 2);
+    gpu->ops->bn_sums(gpu, d_x, 4, 1, d_rm, d_sums);
+    gpu->ops->bn_finalize(gpu, d_sums, 4.0, 1, d_rm, 1e-5f, 0.1f, d_stats, d_stats + 1, d_rm, d_rv);
+    gpu->ops->copy_to_host(gpu, out, d_stats, 2 * sizeof(float));
+    gpu->ops->copy_to_host(gpu, out + 2, d_rm, sizeof(float));
+    gpu->ops->copy_to_host(gpu, out + 3, d_rv, sizeof(float));
+    CHECK_CLOSE(out[0], 2.5, 1e-7, 1e-7, "gpu batch mean");
+    CHECK_CLOSE(out[1], 1.0 / sqrt(1.25 + 1e-5), 1e-6, 1e-7, "gpu batch invstd");
+    CHECK_CLOSE(out[2], 0.9 * 0.5 + 0.1 * 2.5, 1e-7, 1e-7, "gpu running mean");
+    CHECK_CLOSE(out[3], 0.9 * 2.0 + 0.1 * 5.0 / 3.0, 1e-7, 1e-7, "gpu running var (unbiased)");
+    float *device[] = {d_x, d_rm, d_rv, d_sums, d_stats};
+    for (int i = 0; i < 5; i++) gpu->ops->free(gpu, device[i]);
+}
+
+/* ---- head ---- */
+
+static void test_avgpool(const backends *b) {
+    cr_backend *cpu = b->cpu, *gpu = b->gpu;
+    const int batch = 5, hw = 64, C = 48;
+    size_t nx = (size_t)batch * hw * C, ny = (size_t)batch * C;
+    float *x = random_floats(nx, 1.0f, 20), *dy = random_floats(ny, 1.0f, 21);
+    float *y = floats(ny), *dx = floats(nx);
+    cpu->ops->avgpool_forward(cpu, x, batch, hw, C, y);
+    cpu->ops->avgpool_backward(cpu, dy, batch, hw, C, dx);
+    float *d_x = upload_floats(gpu, x, nx), *d_dy = upload_floats(gpu, dy, ny);
+    float *d_y = garbage(gpu, ny), *d_dx = garbage(gpu, nx);
+    gpu->ops->avgpool_forward(gpu, d_x, batch, hw, C, d_y);
+    gpu->ops->avgpool_backward(gpu, d_dy, batch, hw, C, d_dx);
+    expect_close(gpu, d_y, y, ny, OP_TOL, "avgpool forward");
+    expect_close(gpu, d_dx, dx, nx, OP_TOL, "avgpool backward");
+    gpu->ops->free(gpu, d_x), gpu->ops->free(gpu, d_dy), gpu->ops->free(gpu, d_y);
+    gpu->ops->free(gpu, d_dx);
+    free(x), free(dy), free(y), free(dx);
+}
+
+static void test_linear(const backends *b) {
+    cr_backend *cpu = b->cpu, *gpu = b->gpu;
+    const int batch = 37, in = 64, out = 10;
+    size_t nx = (size_t)batch * in, nw = (size_t)out * in, ny = (size_t)batch * out;
+    float *x = random_floats(nx, 1.0f, 30), *w = random_floats(nw, 1.0f, 31);
+    float *bias = random_floats(out, 1.0f, 32), *dy = random_floats(ny, 1.0f, 33);
+    float *y = floats(ny), *dx = floats(nx), *dw = floats(nw), *db = floats(out);
+    cpu->ops->linear_forward(cpu, x, w, bias, batch, in, out, y);
+    cpu->ops->linear_backward(cpu, x, w, dy, batch, in, out, dx, dw, db);
+
+    float *d_x = upload_floats(gpu, x, nx), *d_w = upload_floats(gpu, w, nw);
+    float *d_b = upload_floats(gpu, bias, out), *d_dy = upload_floats(gpu, dy, ny);
+    float *d_y = garbage(gpu, ny), *d_dx = garbage(gpu, nx), *d_dw = garbage(gpu, nw);
+    float *d_db = garbage(gpu, out);
+    gpu->ops->linear_forward(gpu, d_x, d_w, d_b, batch, in, out, d_y);
+    gpu->ops->linear_backward(gpu, d_x, d_w, d_dy, batch, in, out, d_dx, d_dw, d_db);
+    expect_close(gpu, d_y, y, ny, OP_TOL, "linear forward");
+    expect_close(gpu, d_dx, dx, nx, OP_TOL, "linear dx");
+    expect_close(gpu, d_dw, dw, nw, OP_TOL, "linear dw");
+    expect_close(gpu, d_db, db, out, OP_TOL, "linear db");
+    /* dx NULL: the first layer's input needs no gradient. */
+    gpu->ops->copy_to_device(gpu, d_dw, dx, nw * sizeof(float)); /* anything but dw */
+    gpu->ops->linear_backward(gpu, d_x, d_w, d_dy, batch, in, out, NULL, d_dw, d_db);
+    expect_close(gpu, d_dw, dw, nw, OP_TOL, "linear dw (dx NULL)");
+    float *device[] = {d_x, d_w, d_b, d_dy, d_y, d_dx, d_dw, d_db};
+    for (int i = 0; i < 8; i++) gpu->ops->free(gpu, device[i]);
+    free(x), free(w), free(bias), free(dy), free(y), free(dx), free(dw), free(db);
+}
+
+static void test_softmax_xent(const backends *b) {
+    cr_backend *cpu = b->cpu, *gpu = b->gpu;
+    const int batch = 300, classes = 10; /* more samples than the kernel's threads */
+    size_t n = (size_t)batch * classes;
+    float *logits = random_floats(n, 4.0f, 40), *dlogits = floats(n), loss, d_loss_host;
+    logits[2 * classes + 9] = 30.0f; /* a confident prediction */
+    int32_t *labels = malloc(batch * sizeof(int32_t)), *predicted = malloc(batch * sizeof(int32_t));
+    int32_t *d_predicted_host = malloc(batch * sizeof(int32_t));
+    for (int i = 0; i < batch; i++) labels[i] = (int32_t)(cr_rng_u32(99, 41, i) % classes);
+    cpu->ops->softmax_xent(cpu, logits, labels, batch, classes, 0.5f, dlogits, &loss, predicted);
+
+    float *d_logits = upload_floats(gpu, logits, n), *d_dlogits = garbage(gpu, n);
+    int32_t *d_labels = upload(gpu, labels, batch * sizeof(int32_t));
+    int32_t *d_predicted = gpu->ops->alloc(gpu, batch * sizeof(int32_t));
+    float *d_loss = garbage(gpu, 1);
+    gpu->ops->softmax_xent(gpu, d_logits, d_labels, batch, classes, 0.5f, d_dlogits, d_loss,
+                           d_predicted);
+    gpu->ops->copy_to_host(gpu, &d_loss_host, d_loss, sizeof(float));
+    gpu->ops->copy_to_host(gpu, d_predicted_host, d_predicted, batch * sizeof(int32_t));
+    CHECK_CLOSE(d_loss_host, loss, 1e-6, 1e-6, "cross-entropy sum");
+    CHECK(memcmp(d_predicted_host, predicted, batch * sizeof(int32_t)) == 0, "argmax differs");
+    expect_close(gpu, d_dlogits, dlogits, n, OP_TOL, "cross-entropy gradient");
+    /* Without a gradient (evaluation). */
+    gpu->ops->softmax_xent(gpu, d_logits, d_labels, batch, classes, 0.0f, NULL, d_loss,
+                           d_predicted);
+    gpu->ops->copy_to_host(gpu, &d_loss_host, d_loss, sizeof(float));
+    CHECK_CLOSE(d_loss_host, loss, 1e-6, 1e-6, "cross-entropy sum (no gradient)");
+    gpu->ops->free(gpu, d_logits), gpu->ops->free(gpu, d_dlogits), gpu->ops->free(gpu, d_labels);
+    gpu->ops->free(gpu, d_predicted), gpu->ops->free(gpu, d_loss);
+    free(logits), free(dlogits), free(labels), free(predicted), free(d_predicted_host);
+}
+
+/* ---- optimizer ---- */
+
+static void test_sgd(const backends *b) {
+    cr_backend *cpu = b->cpu, *gpu = b->gpu;
+    const cr_sgd_args cases[] = {
+        {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.01f},
+        {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 5e-4f, .nesterov = 1},
+        {.lr = 0.05f, .momentum = 0.9f, .dampening = 0.1f, .weight_decay = 5e-4f},
+        {.lr = 0.2f},
+    };
+    const size_t n = 10007;
+    for (int k = 0; k < 4; k++) {
+        float *p = random_floats(n, 1.0f, 50), *g = random_floats(n, 1.0f, 51);
+        float *m = random_floats(n, 1.0f, 52);
+        float *d_p = upload_floats(gpu, p, n), *d_g = upload_floats(gpu, g, n);
+        float *d_m = upload_floats(gpu, m, n);
+        cpu->ops->sgd_step(cpu, p, g, m, n, &cases[k]);
+        gpu->ops->sgd_step(gpu, d_p, d_g, d_m, n, &cases[k]);
+        char what[64];
+        snprintf(what, sizeof what, "sgd case %d parameters", k);
+        expect_close(gpu, d_p, p, n, 1e-6, what);
+        snprintf(what, sizeof what, "sgd case %d momentum", k);
+        expect_close(gpu, d_m, m, n, 1e-6, what);
+        float *got = download(gpu, d_p, n);
+        if (memcmp(got, p, n * sizeof(float)) != 0)
+            printf("note: sgd case %d agrees to rounding, not bitwise\n", k);
+        free(got);
+        gpu->ops->free(gpu, d_p), gpu->ops->free(gpu, d_g), gpu->ops->free(gpu, d_m);
+        free(p), free(g), free(m);
+    }
+}
+
+static void test_scale(const backends *b) {
+    const size_t n = 1000;
+    float *x = random_floats(n, 1.0f, 55);
+    float *d_x = upload_floats(b->gpu, x, n);
+    b->cpu->ops->scale(b->cpu, x, n, 0.37f);
+    b->gpu->ops->scale(b->gpu, d_x, n, 0.37f);
+    expect_close(b->gpu, d_x, x, n, 0.0, "scale");
+    b->gpu->ops->free(b->gpu, d_x);
+    free(x);
+}
+
+/* ---- a whole training step ---- */
+
+/* Per tensor and over all parameters; returns the overall relative error. */
+static double compare_params(const cr_model_layout *l, const float *got, const float *ref,
+                             double tol_all, double tol_tensor, const char *what) {
+    double worst = 0.0;
+    const char *worst_name = "";
+    for (int t = 0; t < l->num_params; t++) {
+        const cr_tensor_info *info = &l->params[t];
+        double err = relative_l2(got + info->offset, ref + info->offset, info->count);
+        CHECK(err <= tol_tensor, "%s %s: relative error %g (tol %g)", what, info->name, err,
+              tol_tensor);
+        if (err > worst) worst = err, worst_name = info->name;
+    }
+    double all = relative_l2(got, ref, l->param_count);
+    CHECK(all <= tol_all, "%s: relative error %g (tol %g)", what, all, tol_all);
+    printf("%s: relative error %.3g overall, worst tensor %s %.3g\n", what, all, worst_name, worst);
+    return all;
+}
+
+/* The small model on both backends from the same seed and batch: forward
+ * (training), backward, SGD, then an evaluation forward. The whole step is
+ * held to 1e-3 rather than 1e-4: rounding differences (~1e-7 per op) pass
+ * through a dozen layers forward and back, BatchNorm's backward subtracts
+ * means (cancellation raises the relative error of small gradients), and a
+ * ReLU input within rounding of 0 may fall on different sides on the two
+ * backends, switching that element's gradient on or off. */
+static void test_model_step(const backends *b) {
+    cr_backend *cpu = b->cpu, *gpu = b->gpu;
+    cr_model_desc desc;
+    CHECK(cr_model_preset("small", &desc) == 0, "small preset");
+    const int batch = 16;
+    cr_model *mc = cr_model_create(cpu, &desc, batch, 7);
+    cr_model *mg = cr_model_create(gpu, &desc, batch, 7);
+    const cr_model_layout *l = cr_model_get_layout(mc);
+
+    size_t ni = (size_t)batch * CR_IMAGE_SIZE * CR_IMAGE_SIZE * CR_IMAGE_CHANNELS;
+    float *images = random_floats(ni, 2.0f, 70);
+    int32_t labels[16];
+    for (int i = 0; i < batch; i++) labels[i] = (int32_t)(cr_rng_u32(99, 71, i) % CR_NUM_CLASSES);
+    float *d_images = upload_floats(gpu, images, ni);
+    int32_t *d_labels = upload(gpu, labels, sizeof labels);
+
+    cr_forward_result rc = cr_model_forward(mc, images, labels, batch, 1, 1.0f / batch, NULL);
+    cr_forward_result rg = cr_model_forward(mg, d_images, d_labels, batch, 1, 1.0f / batch, NULL);
+    CHECK_CLOSE(rg.loss_sum, rc.loss_sum, 1e-4, 1e-6, "model training loss");
+    printf("model step: loss %.7g (cpu) %.7g (gpu), correct %d (cpu) %d (gpu)\n", rc.loss_sum,
+           rg.loss_sum, rc.correct, rg.correct);
+    expect_close(gpu, cr_model_logits(mg), cr_model_logits(mc), (size_t)batch * CR_NUM_CLASSES,
+                 1e-3, "model logits");
+    expect_close(gpu, cr_model_buffers(mg), cr_model_buffers(mc), l->buffer_count, 1e-4,
+                 "model running statistics");
+
+    cr_model_backward(mc, NULL, NULL);
+    cr_model_backward(mg, NULL, NULL);
+    float *grads = download(gpu, cr_model_grads(mg), l->param_count);
+    compare_params(l, grads, cr_model_grads(mc), 1e-3, 1e-2, "model gradients");
+
+    const cr_sgd_args sgd = {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 5e-4f, .nesterov = 1};
+    cpu->ops->sgd_step(cpu, cr_model_params(mc), cr_model_grads(mc), cr_model_momentum(mc),
+                       l->param_count, &sgd);
+    gpu->ops->sgd_step(gpu, cr_model_params(mg), cr_model_grads(mg), cr_model_momentum(mg),
+                       l->param_count, &sgd);
+    float *params = download(gpu, cr_model_params(mg), l->param_count);
+    compare_params(l, params, cr_model_params(mc), 1e-4, 1e-2, "model parameters after SGD");
+
+    rc = cr_model_forward(mc, images, labels, batch, 0, 0.0f, NULL);
+    rg = cr_model_forward(mg, d_images, d_labels, batch, 0, 0.0f, NULL);
+    CHECK_CLOSE(rg.loss_sum, rc.loss_sum, 1e-3, 1e-6, "model evaluation loss");
+
+    gpu->ops->free(gpu, d_images), gpu->ops->free(gpu, d_labels);
+    free(images), free(grads), free(params);
+    cr_model_free(mc);
+    cr_model_free(mg);
+}
+
+int main(void) {
+    if (cr_cuda_device_count() == 0) {
+        printf("SKIPPED: no CUDA device\n");
+        return 0;
+    }
+    backends b = {cr_backend_cpu_create(0), cr_backend_cuda_create(0)};
+    test_memory(&b);
+    const cr_conv_shape shapes[] = {
+        cr_conv_shape_make(2, 8, 8, 3, 16, 3, 1, 1),   cr_conv_shape_make(3, 8, 8, 16, 16, 3, 1, 1),
+        cr_conv_shape_make(2, 8, 8, 16, 32, 3, 2, 1),  cr_conv_shape_make(2, 7, 7, 8, 24, 3, 2, 1),
+        cr_conv_shape_make(2, 8, 8, 16, 32, 1, 2, 0),  cr_conv_shape_make(1, 4, 4, 64, 64, 3, 1, 1),
+        cr_conv_shape_make(8, 32, 32, 3, 16, 3, 1, 1), /* the stem at a real image size */
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) test_conv(&b, shapes[i], 0);
+    test_conv(&b, shapes[1], 1);
+    test_conv(&b, shapes[2], 1);
+    const bn_params bn_cases[] = {
+        {50, 16, 1, 1, 1},   {37, 5, 0, 0, 1},  {300, 32, 1, 0, 1}, {5000, 64, 1, 1, 1},
+        {2048, 48, 0, 1, 1}, {50, 16, 1, 1, 0}, {37, 5, 0, 0, 0},   {300, 32, 1, 0, 0},
+        {5000, 64, 1, 1, 0}, {3, 7, 1, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof bn_cases / sizeof bn_cases[0]; i++) test_bn(&b, bn_cases[i]);
+    test_running_stats(&b);
+    test_avgpool(&b);
+    test_linear(&b);
+    test_softmax_xent(&b);
+    test_sgd(&b);
+    test_scale(&b);
+    test_model_step(&b);
+    b.gpu->ops->destroy(b.gpu);
+    b.cpu->ops->destroy(b.cpu);
+    return check_finish();
+}
