@@ -2,8 +2,10 @@
 # Train with N ranks on this machine:  launch/mpirun.sh -np N CONFIG [-o key=value]...
 # One process per rank, each bound to its share of the cores, with
 # OMP_NUM_THREADS = cores / ranks (at least 1) so compute threads never
-# oversubscribe the machine. Extra mpirun options: MPIRUN_ARGS. Root is
-# allowed (containers); ranks beyond the cores are allowed (oversubscribed).
+# oversubscribe the machine. Extra mpirun options: MPIRUN_ARGS, e.g. per-rank
+# logs with MPIRUN_ARGS="--output-filename runs/NAME/ranks" (only rank 0
+# prints progress and writes files otherwise). Root is allowed
+# (containers); ranks beyond the cores are allowed (oversubscribed).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ $# -lt 3 ] || [ "$1" != "-np" ]; then

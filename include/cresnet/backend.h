@@ -46,7 +46,9 @@ typedef struct {
     const float *gamma, *beta;  /* [C] each */
 } cr_bn_view;
 
-/* Momentum SGD, the exact update of torch.optim.SGD. */
+/* Momentum SGD, the update of torch.optim.SGD. With momentum buffers that
+ * start at zero it equals PyTorch's first step (buffer = gradient) only when
+ * dampening is 0, which is what the trainer uses. */
 typedef struct {
     float lr, momentum, dampening, weight_decay;
     int nesterov;
@@ -105,7 +107,8 @@ typedef struct {
     /* dx from dz (recomputed as in bn_backward_sums). In training mode, with
      * sums over `count` values: dx = gamma*invstd*(dz - sum(dz)/count -
      * xhat*sum(dz*xhat)/count); in eval mode (training == 0): dx =
-     * gamma*invstd*dz. d_residual (may be NULL) receives dz. dx may alias dy. */
+     * gamma*invstd*dz. d_residual (may be NULL) receives dz. dx may alias dy
+     * and d_residual may alias dy2: each element is read before it is written. */
     void (*bn_backward_apply)(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
                               const float *dy, const float *dy2, int relu, const float *sums,
                               double count, int training, float *dx, float *d_residual);
@@ -113,7 +116,7 @@ typedef struct {
     /* Head. x [batch, hw, C] -> y [batch, C], mean over hw. */
     void (*avgpool_forward)(cr_backend *be, const float *x, int batch, int hw, int channels,
                             float *y);
-    /* dx may receive two halves like bn_backward_sums: dx = dy/hw broadcast. */
+    /* dx = dy/hw broadcast over the hw positions (dx is overwritten). */
     void (*avgpool_backward)(cr_backend *be, const float *dy, int batch, int hw, int channels,
                              float *dx);
     /* y[batch, out] = x[batch, in] w[out, in]^T + b. */

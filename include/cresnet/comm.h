@@ -2,8 +2,9 @@
  *
  * The trainer and the model reach other processes only through this table
  * (sum all-reduce, broadcast, barrier, abort). Implementations: `none` for a
- * single process (here); MPI and NCCL fill the same table. Buffers are
- * device memory of the backend in use.
+ * single process, `mpi` (src/comm/comm_mpi.c, host buffers: the CPU
+ * backend's memory); an NCCL communicator on GPU buffers is to fill the same
+ * table. Buffers are memory of the backend in use.
  * Not here: which process owns which GPU (launch), what is reduced (model,
  * train). */
 #ifndef CRESNET_COMM_H
@@ -25,6 +26,9 @@ typedef struct {
     cr_comm_request *(*allreduce_start)(cr_comm *comm, float *buf, size_t count);
     void (*wait)(cr_comm *comm, cr_comm_request *request);
     void (*broadcast)(cr_comm *comm, void *buf, size_t bytes, int root);
+    /* recv[r * bytes ...] = rank r's send, for every rank r (recv holds
+     * world_size * bytes). */
+    void (*allgather)(cr_comm *comm, const void *send, void *recv, size_t bytes);
     void (*barrier)(cr_comm *comm);
     /* Ends every rank of the job with exit_code; never returns. */
     void (*abort)(cr_comm *comm, int exit_code);

@@ -27,7 +27,7 @@ typedef struct {
     uint8_t *pixels; /* [count][3][32][32] */
 } cr_cifar_set;
 
-/* split: 1 for the five training files, 0 for the test file. Exits with
+/* train: 1 for the five training files, 0 for the test file. Exits with
  * code 3 on any problem with the files. */
 cr_cifar_set cr_cifar_load(const char *dir, int train);
 void cr_cifar_free(cr_cifar_set *set);
@@ -76,8 +76,9 @@ typedef struct {
 } cr_loader_args;
 
 cr_loader *cr_loader_create(const cr_loader_args *args);
-/* Batches per epoch (the last one may be partial). */
+/* Batches per epoch (the last one may be partial), and images per epoch. */
 int cr_loader_steps(const cr_loader *loader);
+int cr_loader_images(const cr_loader *loader);
 /* Starts producing the batches of `epoch` from batch `first_step` on; the
  * batch last returned by cr_loader_next is no longer valid. */
 void cr_loader_start(cr_loader *loader, int epoch, int first_step);

@@ -137,6 +137,7 @@ int main(int argc, char **argv) {
         return cr_eval(&cfg, o.checkpoint);
     }
     if (strcmp(cmd, "bench") == 0) {
+        if (o.steps < 1) cr_fatal(CR_EXIT_USAGE, "--steps", "must be at least 1");
         cr_config cfg = load_config(cmd, &o);
         return cr_bench(&cfg, o.steps, o.warmup);
     }

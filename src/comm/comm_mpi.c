@@ -80,6 +80,13 @@ static void mpi_broadcast(cr_comm *comm, void *buf, size_t bytes, int root) {
     }
 }
 
+static void mpi_allgather(cr_comm *comm, const void *send, void *recv, size_t bytes) {
+    if (bytes > (size_t)1 << 30)
+        cr_fatal(CR_EXIT_INTERNAL, "mpi", "all-gather of %zu bytes per rank is too large", bytes);
+    CR_MPI(
+        MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, ctx_of(comm)->world));
+}
+
 static void mpi_barrier(cr_comm *comm) { CR_MPI(MPI_Barrier(ctx_of(comm)->world)); }
 
 static void mpi_abort(cr_comm *comm, int exit_code) {
@@ -103,6 +110,7 @@ static const cr_comm_ops mpi_ops = {
     .allreduce_start = mpi_allreduce_start,
     .wait = mpi_wait,
     .broadcast = mpi_broadcast,
+    .allgather = mpi_allgather,
     .barrier = mpi_barrier,
     .abort = mpi_abort,
 };

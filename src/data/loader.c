@@ -172,6 +172,7 @@ cr_loader *cr_loader_create(const cr_loader_args *args) {
 }
 
 int cr_loader_steps(const cr_loader *loader) { return loader->steps; }
+int cr_loader_images(const cr_loader *loader) { return loader->used; }
 
 void cr_loader_start(cr_loader *l, int epoch, int first_step) {
     CR_ASSERT(epoch >= 0 && first_step >= 0 && first_step <= l->steps);

@@ -214,9 +214,10 @@ void cr_model_free(cr_model *m) {
     free(m->blocks);
     conv_free(m, &m->stem_conv);
     bn_free(m, &m->stem_bn);
-    void *bufs[] = {m->params,   m->grads,      m->momentum,   m->buffers,    m->a0,
-                    m->h0,       m->scratch[0], m->scratch[1], m->scratch[2], m->pooled,
-                    m->d_pooled, m->logits,     m->d_logits,   m->loss_sum,   m->predicted};
+    void *bufs[] = {m->params,     m->grads,    m->momentum,   m->buffers,
+                    m->a0,         m->h0,       m->scratch[0], m->scratch[1],
+                    m->scratch[2], m->pooled,   m->d_pooled,   m->logits,
+                    m->d_logits,   m->loss_sum, m->predicted,  m->count_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) release(be, bufs[i]);
     cr_model_layout_free(&m->layout);
     free(m);

@@ -143,6 +143,18 @@ static cr_loader *loader_for(run_state *rs, const cr_cifar_set *set, const cr_au
     return cr_loader_create(&args);
 }
 
+/* A last, partial global batch smaller than the number of ranks would leave
+ * some rank with no images at all. */
+static void refuse_empty_slices(const run_state *rs, const cr_loader *loader, const char *what) {
+    int world = rs->comm->world_size, batch = rs->cfg->train.batch_size;
+    int last = cr_loader_images(loader) % batch;
+    if (last > 0 && last < world)
+        cr_fatal(CR_EXIT_USAGE, "train.batch_size",
+                 "the %s's last batch has %d images, fewer than the %d ranks: choose a "
+                 "batch size (or data.train_limit) that leaves at least one image per rank",
+                 what, last, world);
+}
+
 static void setup(run_state *rs, const cr_config *cfg, int with_train_data) {
     memset(rs, 0, sizeof *rs);
     rs->cfg = cfg;
@@ -171,6 +183,8 @@ static void setup(run_state *rs, const cr_config *cfg, int with_train_data) {
         rs->train_set = cr_cifar_load(dir, 1);
         rs->train_loader = loader_for(rs, &rs->train_set, &rs->train_augment, 1);
     }
+    refuse_empty_slices(rs, rs->test_loader, "test set");
+    if (rs->train_loader) refuse_empty_slices(rs, rs->train_loader, "training set");
     size_t pixels = (size_t)rs->local_batch * CR_CIFAR_PIXELS;
     rs->images = rs->be->ops->alloc(rs->be, pixels * sizeof(float));
     rs->labels = rs->be->ops->alloc(rs->be, (size_t)rs->local_batch * sizeof(int32_t));
@@ -330,25 +344,34 @@ static void write_summary(const run_state *rs, const epoch_record *last, double 
 
 /* ---- checkpoints ---- */
 
+static int compare_ints(const void *a, const void *b) {
+    return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b);
+}
+
 /* Keeps the `keep` newest end-of-epoch checkpoints; a preemption
  * checkpoint is dropped once an epoch checkpoint supersedes it. */
 static void prune_checkpoints(const char *dir, int newest_epoch, int keep) {
     DIR *d = opendir(dir);
     if (!d) return;
+    int epochs[4096], count = 0;
+    char path[CR_PATH_MAX + 300];
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         int epoch, step, used = 0;
-        int stale = 0;
-        if (sscanf(e->d_name, "epoch_%d_step_%d.safetensors%n", &epoch, &step, &used) == 2)
-            stale = e->d_name[used] == '\0' && epoch < newest_epoch;
-        else if (used = 0, sscanf(e->d_name, "epoch_%d.safetensors%n", &epoch, &used) == 1)
-            stale = e->d_name[used] == '\0' && epoch <= newest_epoch - keep;
-        if (!stale) continue;
-        char path[CR_PATH_MAX + 300];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
+        if (sscanf(e->d_name, "epoch_%d_step_%d.safetensors%n", &epoch, &step, &used) == 2) {
+            if (e->d_name[used] != '\0' || epoch >= newest_epoch) continue;
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        } else if (used = 0, sscanf(e->d_name, "epoch_%d.safetensors%n", &epoch, &used) == 1) {
+            if (e->d_name[used] == '\0' && count < 4096) epochs[count++] = epoch;
+        }
     }
     closedir(d);
+    qsort(epochs, (size_t)count, sizeof epochs[0], compare_ints);
+    for (int i = 0; i < count - keep; i++) {
+        snprintf(path, sizeof path, "%s/epoch_%04d.safetensors", dir, epochs[i]);
+        unlink(path);
+    }
 }
 
 /* After `epoch` complete epochs and `step` steps in all; mid-epoch (on
@@ -372,15 +395,25 @@ static void save_checkpoint(run_state *rs, int epoch, long step) {
     if (into_epoch == 0) prune_checkpoints(rs->checkpoint_dir, epoch, cfg->checkpoint.keep);
 }
 
-/* Returns the number of steps already done (0 for a fresh run). */
+/* Rank 0 picks the checkpoint, so every rank resumes from the same one
+ * whatever its view of the file system. "" for a fresh run. */
+static void checkpoint_to_resume(run_state *rs, char *path, size_t len) {
+    const cr_config *cfg = rs->cfg;
+    path[0] = '\0';
+    if (cfg->checkpoint.resume == CR_RESUME_PATH)
+        snprintf(path, len, "%s", cfg->checkpoint.resume_path);
+    else if (cfg->checkpoint.resume == CR_RESUME_AUTO && rs->comm->rank == 0 &&
+             cr_checkpoint_newest(rs->checkpoint_dir, path, len) != 0)
+        path[0] = '\0';
+    rs->comm->ops->broadcast(rs->comm, path, len, 0);
+}
+
+/* Loads the checkpoint to resume from, if any; returns the steps done. */
 static long resume(run_state *rs) {
     const cr_config *cfg = rs->cfg;
     char path[CR_PATH_MAX + 64];
-    if (cfg->checkpoint.resume == CR_RESUME_NONE) return 0;
-    if (cfg->checkpoint.resume == CR_RESUME_PATH)
-        snprintf(path, sizeof path, "%s", cfg->checkpoint.resume_path);
-    else if (cr_checkpoint_newest(rs->checkpoint_dir, path, sizeof path) != 0)
-        return 0;
+    checkpoint_to_resume(rs, path, sizeof path);
+    if (!path[0]) return 0;
     cr_checkpoint_meta meta;
     char err[512];
     if (cr_checkpoint_load(path, rs->model, rs->be, &meta, err, sizeof err) != 0)
@@ -388,6 +421,12 @@ static long resume(run_state *rs) {
     if (meta.seed != cfg->train.seed)
         cr_fatal(CR_EXIT_CHECKPOINT, path, "written with seed %llu, this run has seed %llu",
                  (unsigned long long)meta.seed, (unsigned long long)cfg->train.seed);
+    long into_epoch = meta.step - (long)meta.epoch * cr_loader_steps(rs->train_loader);
+    if (into_epoch < 0 || into_epoch >= cr_loader_steps(rs->train_loader))
+        cr_fatal(CR_EXIT_CHECKPOINT, path,
+                 "step %ld after %d epochs does not fit %d steps per epoch: batch_size or "
+                 "train_limit changed since it was written",
+                 meta.step, meta.epoch, cr_loader_steps(rs->train_loader));
     if (rs->comm->rank == 0)
         printf("resumed from %s (epoch %d, step %ld%s)\n", path, meta.epoch, meta.step,
                meta.config_digest == cr_config_digest(cfg) ? "" : "; config changed since");
@@ -409,6 +448,8 @@ static void catch_stop_signals(const cr_comm *comm) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART; /* a checkpoint write in progress carries on */
+    stop_signal = 0;
     sigaction(SIGUSR1, &sa, NULL);
     if (comm->world_size == 1) sigaction(SIGTERM, &sa, NULL);
 }
@@ -558,15 +599,24 @@ static void print_epoch(const progress *p, const epoch_record *r) {
     fflush(stdout);
 }
 
+/* Without SyncBN each rank's running statistics drift apart; evaluation and
+ * checkpoints use rank 0's, as DDP's broadcast_buffers does. */
+static void share_running_stats(run_state *rs) {
+    if (rs->comm->world_size == 1 || rs->cfg->dist.sync_bn) return;
+    const cr_model_layout *l = cr_model_get_layout(rs->model);
+    rs->comm->ops->broadcast(rs->comm, cr_model_buffers(rs->model), l->buffer_count * sizeof(float),
+                             0);
+}
+
 int cr_train(const cr_config *cfg) {
     run_state rs;
     setup(&rs, cfg, 1);
     int is_root = rs.comm->rank == 0;
     FILE *metrics = NULL;
     int steps_per_epoch = cr_loader_steps(rs.train_loader);
+    catch_stop_signals(rs.comm);
     long step = resume(&rs);
     int done = (int)(step / steps_per_epoch), first_step = (int)(step % steps_per_epoch);
-    catch_stop_signals(rs.comm);
     if (is_root) {
         make_dirs(cfg->log.dir);
         FILE *f = open_in(cfg->log.dir, "config.yaml", "w");
@@ -580,6 +630,7 @@ int cr_train(const cr_config *cfg) {
     int stopped = 0;
     for (int epoch = done; epoch < cfg->train.epochs && !stopped; epoch++, first_step = 0) {
         rec = train_epoch(&rs, epoch, first_step, &step, &prog, metrics, &stopped);
+        share_running_stats(&rs);
         if (stopped) break;
         tally test = evaluate(&rs);
         rec.test_loss = test.loss_sum / test.count;
@@ -642,7 +693,8 @@ int cr_bench(const cr_config *cfg, int steps, int warmup) {
     setup(&rs, cfg, 1);
     long step = 0;
     double start = now_seconds();
-    int images = 0, epoch = 0;
+    long images = 0;
+    int epoch = 0;
     cr_batch b;
     cr_schedule_point sp;
     cr_loader_start(rs.train_loader, epoch, 0);

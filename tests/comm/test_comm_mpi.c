@@ -24,6 +24,12 @@ int main(void) {
     double value = rank == 1 ? 3.25 : -1.0;
     comm->ops->broadcast(comm, &value, sizeof value, 1);
     CHECK(value == 3.25, "broadcast from rank 1: %g", value);
+    int *ranks = malloc((size_t)size * sizeof(int));
+    comm->ops->allgather(comm, &rank, ranks, sizeof rank);
+    int in_order = 1;
+    for (int r = 0; r < size; r++) in_order &= ranks[r] == r;
+    CHECK(in_order, "all-gather collects every rank's value in rank order");
+    free(ranks);
     comm->ops->barrier(comm);
     free(buf);
     int failed = check_finish();

@@ -153,16 +153,16 @@ void cpu_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const float *x,
                            double count, int training, float *dx, float *d_residual) {
     (void)be;
     const int C = bn->channels;
-    /* dx = a*dz + b*x + k per channel: the training-mode formula expanded. */
+    /* dx = a*dz + b*(x - mean) + k per channel: the training-mode formula
+     * expanded. x - mean stays centred, so a mean far from 0 costs nothing. */
     float a[C], b[C], k[C];
     for (int c = 0; c < C; c++) {
         double gain = (double)bn->gamma[c] * bn->invstd[c];
         double mean_dz = training ? sums[C + c] / count : 0.0;
         double mean_dz_xhat = training ? sums[c] / count : 0.0;
-        double slope = -gain * mean_dz_xhat * bn->invstd[c];
         a[c] = (float)gain;
-        b[c] = (float)slope;
-        k[c] = (float)(-gain * mean_dz - slope * bn->mean[c]);
+        b[c] = (float)(-gain * mean_dz_xhat * bn->invstd[c]);
+        k[c] = (float)(-gain * mean_dz);
     }
 #pragma omp parallel for schedule(static)
     for (long r = 0; r < bn->rows; r++) {
@@ -170,7 +170,7 @@ void cpu_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const float *x,
             long i = r * C + c;
             float dz = upstream(dy, dy2, y, relu, i);
             if (d_residual) d_residual[i] = dz;
-            dx[i] = a[c] * dz + b[c] * x[i] + k[c];
+            dx[i] = a[c] * dz + b[c] * (x[i] - bn->mean[c]) + k[c];
         }
     }
 }
