@@ -154,5 +154,8 @@ cr_backend *cr_backend_cpu_create(int num_threads);
 cr_backend *cr_backend_cuda_create(int device);
 /* Visible CUDA devices; 0 when there is none or no driver (not an error). */
 int cr_cuda_device_count(void);
+/* The backend's CUDA stream (a cudaStream_t), on which all its ops run in
+ * order: the NCCL communicator queues its collectives there. */
+void *cr_backend_cuda_stream(cr_backend *be);
 
 #endif

@@ -49,4 +49,14 @@ cr_comm *cr_comm_none_create(void);
 int cr_comm_mpi_launched(void);
 cr_comm *cr_comm_mpi_create(void);
 
+/* NCCL (builds with CRESNET_NCCL, CRESNET_CUDA and CRESNET_MPI, which
+ * defines CRESNET_HAVE_NCCL): buffers are the CUDA backend's device memory,
+ * one rank per GPU. Takes ownership of `mpi` (from cr_comm_mpi_create): it
+ * carries NCCL's unique id from rank 0, the few host buffers, and the job's
+ * abort; ranks are copied from it and destroy destroys it. Collectives are
+ * ordered on the backend's stream; an NCCL failure or a stall (120 s at
+ * start, 600 s in an operation) aborts every rank with exit code 6. */
+struct cr_backend;
+cr_comm *cr_comm_nccl_create(struct cr_backend *cuda_backend, cr_comm *mpi);
+
 #endif

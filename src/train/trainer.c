@@ -95,20 +95,51 @@ static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
     return cr_backend_cpu_create(0);
 }
 
-/* dist.backend: none, mpi, or auto (MPI when an MPI launcher started us). */
+/* The launch communicator, made before the backend because its local rank
+ * picks the GPU: MPI when dist.backend is mpi or nccl (NCCL starts over
+ * MPI), or auto under an MPI launcher; else none. gpu_comm_for may then
+ * replace it with NCCL. */
 static cr_comm *comm_for(const cr_config *cfg) {
-    if (cfg->dist.backend == CR_DIST_NCCL)
-        cr_fatal(CR_EXIT_USAGE, "dist.backend",
-                 "nccl needs the CUDA backend, which this build does not have yet");
+    cr_dist_backend want = cfg->dist.backend;
 #ifdef CRESNET_HAVE_MPI
-    if (cfg->dist.backend == CR_DIST_MPI ||
-        (cfg->dist.backend == CR_DIST_AUTO && cr_comm_mpi_launched()))
+    if (want == CR_DIST_MPI || want == CR_DIST_NCCL ||
+        (want == CR_DIST_AUTO && cr_comm_mpi_launched()))
         return cr_comm_mpi_create();
 #else
-    if (cfg->dist.backend == CR_DIST_MPI)
-        cr_fatal(CR_EXIT_USAGE, "dist.backend", "mpi requested, but this build has no MPI");
+    if (want == CR_DIST_MPI || want == CR_DIST_NCCL)
+        cr_fatal(CR_EXIT_USAGE, "dist.backend", "%s requested, but this build has no MPI",
+                 want == CR_DIST_MPI ? "mpi" : "nccl (which starts over MPI)");
 #endif
     return cr_comm_none_create();
+}
+
+static int is_cuda(const cr_backend *be) { return strcmp(be->ops->name, "cuda") == 0; }
+
+/* dist.backend once the backend exists: nccl, or auto with the CUDA backend
+ * and several ranks, puts NCCL on top of the MPI communicator. MPI itself
+ * moves host memory only, so it cannot serve the CUDA backend's buffers
+ * when there is anything to reduce. */
+static cr_comm *gpu_comm_for(const cr_config *cfg, cr_backend *be, cr_comm *comm) {
+    int several = comm->world_size > 1;
+    int nccl = cfg->dist.backend == CR_DIST_NCCL ||
+               (cfg->dist.backend == CR_DIST_AUTO && several && is_cuda(be));
+    if (!nccl) {
+        if (several && is_cuda(be))
+            cr_fatal(CR_EXIT_USAGE, "dist.backend",
+                     "mpi moves host memory; with device.type cuda and %d ranks use nccl (or auto)",
+                     comm->world_size);
+        return comm;
+    }
+    if (!is_cuda(be))
+        cr_fatal(CR_EXIT_USAGE, "dist.backend", "nccl needs the CUDA backend (device.type cuda)");
+#ifdef CRESNET_HAVE_NCCL
+    return cr_comm_nccl_create(be, comm);
+#else
+    cr_fatal(CR_EXIT_USAGE, "dist.backend",
+             "%s, but this build has no NCCL (configure with CRESNET_NCCL=ON, CRESNET_MPI=ON)",
+             cfg->dist.backend == CR_DIST_NCCL ? "nccl requested"
+                                               : "several ranks on the CUDA backend need nccl");
+#endif
 }
 
 /* Every rank must run the same config, and start from rank 0's weights. */
@@ -160,6 +191,7 @@ static void setup(run_state *rs, const cr_config *cfg, int with_train_data) {
     rs->cfg = cfg;
     rs->comm = comm_for(cfg);
     rs->be = backend_for(cfg, rs->comm);
+    rs->comm = gpu_comm_for(cfg, rs->be, rs->comm);
     if (cfg->train.batch_size % rs->comm->world_size != 0)
         cr_fatal(CR_EXIT_USAGE, "train.batch_size", "%d is not divisible by the %d ranks",
                  cfg->train.batch_size, rs->comm->world_size);

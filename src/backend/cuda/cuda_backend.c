@@ -148,6 +148,13 @@ static const cr_backend_ops cuda_ops = {
     .scale = cuda_scale,
 };
 
+void *cr_backend_cuda_stream(cr_backend *be) {
+    if (be->ops != &cuda_ops)
+        cr_fatal(CR_EXIT_INTERNAL, "cuda backend", "the %s backend has no CUDA stream",
+                 be->ops->name);
+    return cuda_ctx(be)->stream;
+}
+
 int cr_cuda_device_count(void) {
     int count = 0;
     /* No driver or no device is an answer here, not an error: tests ask

@@ -1,0 +1,338 @@
+/* The NCCL communicator: device buffers of the CUDA backend, one process per
+ * GPU, started by mpirun or srun like the MPI communicator, which it wraps.
+ *
+ * MPI stays underneath for three things NCCL cannot do itself: handing rank
+ * 0's unique id to the others (the only synchronisation at start), moving
+ * the few host values the trainer shares (config digest, checkpoint path),
+ * and ending the whole job (MPI_Abort) after ncclCommAbort.
+ *
+ * Ordering. Collectives that the caller treats as blocking (SyncBN sums,
+ * broadcasts, all-gathers) run on the backend's stream, so they sit between
+ * the ops that produce and consume their buffers with no host sync.
+ * allreduce_start runs on a side stream that first waits for the compute
+ * stream to reach the call, and returns an event recorded after the
+ * all-reduce; wait makes the compute stream wait on it (and, to bound a
+ * hang, the host too: see nccl_wait).
+ *
+ * Failures. The communicator is non-blocking (config.blocking = 0): every
+ * call may return ncclInProgress, and errors of operations in flight (a peer
+ * gone, a broken link) surface only in ncclCommGetAsyncError while the
+ * kernels themselves may spin forever. So wherever the host waits for NCCL
+ * it polls that state with a deadline; an NCCL failure or a timeout aborts
+ * the communicator and the job with exit code 6, naming the rank (a failing
+ * CUDA call exits 70, as in the backend). */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, nanosleep */
+#include "cresnet/backend.h"
+#include "cresnet/comm.h"
+#include "cresnet/error.h"
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+/* Every rank must reach create within INIT_TIMEOUT_S; an operation may
+ * wait OP_TIMEOUT_S for the slowest rank, which can legitimately be late by
+ * a checkpoint write or an evaluation pass. */
+#define INIT_TIMEOUT_S 120.0
+#define OP_TIMEOUT_S 600.0
+
+/* One all-reduce in flight. Requests are recycled through the context's
+ * free list: a bucketed backward pass starts dozens per step. */
+struct cr_comm_request {
+    cudaEvent_t done; /* recorded on the side stream after the all-reduce */
+    cr_comm_request *next;
+};
+
+typedef struct {
+    ncclComm_t nccl;      /* NULL once destroyed or aborted */
+    cr_comm *mpi;         /* owned: bootstrap, host buffers, the job's abort */
+    cudaStream_t compute; /* the backend's: every op of the model runs on it */
+    cudaStream_t side;    /* the overlapped all-reduces of allreduce_start */
+    cudaEvent_t mark;     /* a point on the compute stream, for the side stream or the host */
+    float *scratch;       /* one device float for the barrier's all-reduce */
+    cr_comm_request *free_requests;
+} nccl_context;
+
+static nccl_context *ctx_of(cr_comm *comm) { return (nccl_context *)comm->context; }
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Between polls: short enough not to delay a step, long enough to leave the
+ * core to the data loader's threads. */
+static void nap(void) {
+    struct timespec ts = {0, 50 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- checks: every CUDA and NCCL call goes through one ---- */
+
+static void where_of(const cr_comm *comm, char *where, size_t len) {
+    snprintf(where, len, "rank %d", comm->rank);
+}
+
+/* The failure is reported first (ncclGetLastError reads the communicator),
+ * then cr_fatal_at's abort hook aborts NCCL and the job. */
+static _Noreturn void nccl_fail(cr_comm *comm, const char *call, ncclResult_t rc, const char *file,
+                                int line) {
+    const char *detail = ncclGetLastError(ctx_of(comm)->nccl);
+    char where[32];
+    where_of(comm, where, sizeof where);
+    cr_fatal_at(CR_EXIT_COMM, file, line, where, "%s failed: %s%s%s", call, ncclGetErrorString(rc),
+                detail && detail[0] ? ": " : "", detail ? detail : "");
+}
+
+static _Noreturn void cuda_fail(cr_comm *comm, const char *call, cudaError_t err, const char *file,
+                                int line) {
+    char where[32];
+    where_of(comm, where, sizeof where);
+    cr_fatal_at(CR_EXIT_INTERNAL, file, line, where, "%s failed: %s", call,
+                cudaGetErrorString(err));
+}
+
+static _Noreturn void timed_out(cr_comm *comm, const char *what, double seconds, const char *file,
+                                int line) {
+    char where[32];
+    where_of(comm, where, sizeof where);
+    cr_fatal_at(CR_EXIT_COMM, file, line, where,
+                "NCCL %s did not complete within %.0f s: a rank stopped taking part or the network "
+                "stalled (NCCL_DEBUG=WARN tells more); aborting the communicator",
+                what, seconds);
+}
+
+/* NCCL's error state, read without blocking. ncclInProgress is not an
+ * error: a non-blocking call is still being carried out. */
+static ncclResult_t async_state(cr_comm *comm, const char *file, int line) {
+    ncclResult_t state = ncclSuccess;
+    ncclResult_t rc = ncclCommGetAsyncError(ctx_of(comm)->nccl, &state);
+    if (rc != ncclSuccess) nccl_fail(comm, "ncclCommGetAsyncError", rc, file, line);
+    if (state != ncclSuccess && state != ncclInProgress)
+        nccl_fail(comm, "an NCCL operation in flight", state, file, line);
+    return state;
+}
+
+/* A non-blocking call returns ncclInProgress until its work is handed to
+ * the stream (or the communicator is up); only then may the next NCCL call
+ * or an event record follow it. */
+static void nccl_check(cr_comm *comm, ncclResult_t rc, const char *call, double timeout_s,
+                       const char *file, int line) {
+    if (rc != ncclSuccess && rc != ncclInProgress) nccl_fail(comm, call, rc, file, line);
+    double deadline = now_seconds() + timeout_s;
+    while (rc == ncclInProgress) {
+        if (now_seconds() > deadline) timed_out(comm, call, timeout_s, file, line);
+        nap();
+        rc = async_state(comm, file, line);
+    }
+}
+
+#define NCCL_CHECK(comm, call) nccl_check((comm), (call), #call, OP_TIMEOUT_S, __FILE__, __LINE__)
+
+#define CUDA_CHECK(comm, call)                                                                     \
+    do {                                                                                           \
+        cudaError_t err_ = (call);                                                                 \
+        if (err_ != cudaSuccess) cuda_fail((comm), #call, err_, __FILE__, __LINE__);               \
+    } while (0)
+
+/* The host waits for `event`, watching NCCL's error state as it does: a
+ * plain cudaEventSynchronize would hang for good on a collective whose peer
+ * is gone. */
+static void await_event(cr_comm *comm, cudaEvent_t event, const char *what, const char *file,
+                        int line) {
+    double deadline = now_seconds() + OP_TIMEOUT_S;
+    for (;;) {
+        cudaError_t err = cudaEventQuery(event);
+        if (err == cudaSuccess) return;
+        if (err != cudaErrorNotReady) cuda_fail(comm, "cudaEventQuery", err, file, line);
+        async_state(comm, file, line);
+        if (now_seconds() > deadline) timed_out(comm, what, OP_TIMEOUT_S, file, line);
+        nap();
+    }
+}
+
+/* The host waits until the compute stream has done everything queued so far. */
+static void await_compute(cr_comm *comm, const char *what, const char *file, int line) {
+    nccl_context *ctx = ctx_of(comm);
+    CUDA_CHECK(comm, cudaEventRecord(ctx->mark, ctx->compute));
+    await_event(comm, ctx->mark, what, file, line);
+}
+
+/* NCCL moves device memory only; the trainer also shares a few host values
+ * (the config digest, the checkpoint path), which then go over MPI. */
+static int on_device(cr_comm *comm, const void *ptr) {
+    struct cudaPointerAttributes attr;
+    CUDA_CHECK(comm, cudaPointerGetAttributes(&attr, ptr));
+    return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
+}
+
+/* ---- the table ---- */
+
+static void nccl_allreduce_sum(cr_comm *comm, float *buf, size_t count) {
+    nccl_context *ctx = ctx_of(comm);
+    /* On the compute stream: SyncBN's sums are made and used there. */
+    NCCL_CHECK(comm, ncclAllReduce(buf, buf, count, ncclFloat, ncclSum, ctx->nccl, ctx->compute));
+}
+
+static cr_comm_request *take_request(cr_comm *comm) {
+    nccl_context *ctx = ctx_of(comm);
+    cr_comm_request *r = ctx->free_requests;
+    if (r) {
+        ctx->free_requests = r->next;
+        return r;
+    }
+    r = cr_calloc(1, sizeof *r, "all-reduce request");
+    CUDA_CHECK(comm, cudaEventCreateWithFlags(&r->done, cudaEventDisableTiming));
+    return r;
+}
+
+static cr_comm_request *nccl_allreduce_start(cr_comm *comm, float *buf, size_t count) {
+    nccl_context *ctx = ctx_of(comm);
+    cr_comm_request *r = take_request(comm);
+    /* The bucket is final where the compute stream stands now; the side
+     * stream starts from there while the compute stream goes on. */
+    CUDA_CHECK(comm, cudaEventRecord(ctx->mark, ctx->compute));
+    CUDA_CHECK(comm, cudaStreamWaitEvent(ctx->side, ctx->mark, 0));
+    NCCL_CHECK(comm, ncclAllReduce(buf, buf, count, ncclFloat, ncclSum, ctx->nccl, ctx->side));
+    CUDA_CHECK(comm, cudaEventRecord(r->done, ctx->side));
+    return r;
+}
+
+static void nccl_wait(cr_comm *comm, cr_comm_request *r) {
+    nccl_context *ctx = ctx_of(comm);
+    if (!r) return;
+    /* The device order is what makes the sums safe to read: later ops on the
+     * compute stream start after the all-reduce. */
+    CUDA_CHECK(comm, cudaStreamWaitEvent(ctx->compute, r->done, 0));
+    /* The host also waits, once per step, so that a lost peer or a stalled
+     * network ends in a timeout here rather than in a hang inside the
+     * backend's next stream sync, which cannot see NCCL's errors. It costs
+     * little: the step's next upload syncs the stream anyway. */
+    await_event(comm, r->done, "all-reduce", __FILE__, __LINE__);
+    r->next = ctx->free_requests;
+    ctx->free_requests = r;
+}
+
+static void nccl_broadcast(cr_comm *comm, void *buf, size_t bytes, int root) {
+    nccl_context *ctx = ctx_of(comm);
+    if (!on_device(comm, buf)) {
+        ctx->mpi->ops->broadcast(ctx->mpi, buf, bytes, root);
+        return;
+    }
+    NCCL_CHECK(comm, ncclBroadcast(buf, buf, bytes, ncclUint8, root, ctx->nccl, ctx->compute));
+}
+
+static void nccl_allgather(cr_comm *comm, const void *send, void *recv, size_t bytes) {
+    nccl_context *ctx = ctx_of(comm);
+    int device = on_device(comm, send);
+    if (device != on_device(comm, recv))
+        CR_FAIL(CR_EXIT_INTERNAL, "nccl", "all-gather between host and device memory");
+    if (!device) {
+        ctx->mpi->ops->allgather(ctx->mpi, send, recv, bytes);
+        return;
+    }
+    NCCL_CHECK(comm, ncclAllGather(send, recv, bytes, ncclUint8, ctx->nccl, ctx->compute));
+}
+
+/* Every rank has reached the barrier once the all-reduce of one float has
+ * completed here; the float's value does not matter. */
+static void nccl_barrier(cr_comm *comm) {
+    nccl_context *ctx = ctx_of(comm);
+    NCCL_CHECK(comm, ncclAllReduce(ctx->scratch, ctx->scratch, 1, ncclFloat, ncclSum, ctx->nccl,
+                                   ctx->compute));
+    await_compute(comm, "barrier", __FILE__, __LINE__);
+}
+
+/* Kernels of an aborted communicator stop, so MPI_Abort is not held up by
+ * a GPU spinning on a peer that is gone. */
+static void nccl_abort(cr_comm *comm, int exit_code) {
+    nccl_context *ctx = ctx_of(comm);
+    cr_set_abort_hook(NULL, NULL);
+    if (ctx->nccl) {
+        ncclComm_t nccl = ctx->nccl;
+        ctx->nccl = NULL;
+        (void)ncclCommAbort(nccl); /* the job ends whatever it returns */
+    }
+    ctx->mpi->ops->abort(ctx->mpi, exit_code);
+}
+
+static void nccl_destroy(cr_comm *comm) {
+    nccl_context *ctx = ctx_of(comm);
+    /* Finalize flushes the communicator's work and waits for every rank to
+     * get there; destroy then frees the local rest without blocking. */
+    await_compute(comm, "work before destroy", __FILE__, __LINE__);
+    NCCL_CHECK(comm, ncclCommFinalize(ctx->nccl));
+    ncclComm_t nccl = ctx->nccl;
+    ctx->nccl = NULL; /* no polling, and no abort, of a handle being freed */
+    ncclResult_t rc = ncclCommDestroy(nccl);
+    if (rc != ncclSuccess && rc != ncclInProgress)
+        nccl_fail(comm, "ncclCommDestroy", rc, __FILE__, __LINE__);
+    for (cr_comm_request *r = ctx->free_requests, *next; r; r = next) {
+        next = r->next;
+        CUDA_CHECK(comm, cudaEventDestroy(r->done));
+        free(r);
+    }
+    CUDA_CHECK(comm, cudaFree(ctx->scratch));
+    CUDA_CHECK(comm, cudaEventDestroy(ctx->mark));
+    CUDA_CHECK(comm, cudaStreamDestroy(ctx->side));
+    cr_set_abort_hook(NULL, NULL);
+    ctx->mpi->ops->destroy(ctx->mpi);
+    free(ctx);
+    free(comm);
+}
+
+static const cr_comm_ops nccl_ops = {
+    .name = "nccl",
+    .destroy = nccl_destroy,
+    .allreduce_sum = nccl_allreduce_sum,
+    .allreduce_start = nccl_allreduce_start,
+    .wait = nccl_wait,
+    .broadcast = nccl_broadcast,
+    .allgather = nccl_allgather,
+    .barrier = nccl_barrier,
+    .abort = nccl_abort,
+};
+
+/* A fatal error on one rank must end all of them: NCCL first, then MPI. */
+static void abort_job(int exit_code, void *context) {
+    if (exit_code != CR_EXIT_OK) nccl_abort((cr_comm *)context, exit_code);
+}
+
+/* Rank 0's id reaches the others over MPI, the one synchronisation before
+ * NCCL's own; init is non-blocking so that a rank that never arrives ends
+ * in a timeout instead of a hang. */
+static void connect_ranks(cr_comm *comm) {
+    nccl_context *ctx = ctx_of(comm);
+    ncclUniqueId id = {{0}};
+    if (comm->rank == 0) NCCL_CHECK(comm, ncclGetUniqueId(&id));
+    ctx->mpi->ops->broadcast(ctx->mpi, &id, sizeof id, 0);
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    ncclResult_t rc = ncclCommInitRankConfig(&ctx->nccl, comm->world_size, id, comm->rank, &config);
+    nccl_check(comm, rc, "ncclCommInitRankConfig (communicator start)", INIT_TIMEOUT_S, __FILE__,
+               __LINE__);
+}
+
+cr_comm *cr_comm_nccl_create(cr_backend *cuda_backend, cr_comm *mpi) {
+    nccl_context *ctx = cr_calloc(1, sizeof *ctx, "nccl communicator");
+    ctx->mpi = mpi;
+    ctx->compute = (cudaStream_t)cr_backend_cuda_stream(cuda_backend);
+    cr_comm *comm = cr_calloc(1, sizeof *comm, "nccl communicator");
+    comm->ops = &nccl_ops;
+    comm->context = ctx;
+    comm->rank = mpi->rank;
+    comm->world_size = mpi->world_size;
+    comm->local_rank = mpi->local_rank;
+    /* From here a fatal error anywhere aborts NCCL before the MPI job. */
+    cr_set_abort_hook(abort_job, comm);
+    /* Non-blocking like the compute stream: never ordered behind the legacy
+     * default stream. */
+    CUDA_CHECK(comm, cudaStreamCreateWithFlags(&ctx->side, cudaStreamNonBlocking));
+    CUDA_CHECK(comm, cudaEventCreateWithFlags(&ctx->mark, cudaEventDisableTiming));
+    CUDA_CHECK(comm, cudaMalloc((void **)&ctx->scratch, sizeof(float)));
+    connect_ranks(comm);
+    return comm;
+}
