@@ -5,9 +5,7 @@
 # usage: test_cli.sh CRESNET FIXTURE_DIR
 set -u
 cresnet=$1 fixtures=$2
-passed=0 failed=0
-ok() { passed=$((passed + 1)); }
-fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/../check.sh"
 
 for model in small medium large; do
   if diff <("$cresnet" summary -m "$model") "$fixtures/summary_$model.txt" >/dev/null; then ok
@@ -48,5 +46,4 @@ expect_error 2 "model" summary -c "$cfg"
 printf 'model:\n  arch: custom\n  widths: [8, -16]\n' >"$cfg"
 expect_error 2 "widths" summary -c "$cfg"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

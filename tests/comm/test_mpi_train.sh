@@ -13,9 +13,7 @@ set -u
 cresnet=$1 root=$2 data=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-ok() { passed=$((passed + 1)); }
-fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/../check.sh"
 compare=$root/tests/train/compare_checkpoints.py
 
 # run NP DIR [overrides...]: 20 steps of 64 images per epoch, a loss line per step.
@@ -88,5 +86,4 @@ echo "lost rank: job ended after ${took}s, $survivors survivors reported"
   && grep -q "process rank 2 .*exited on signal 9" "$work/kill.err" && ok \
   || { fail "lost rank handling"; cat "$work/kill.err"; }
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -168,9 +168,7 @@ pmix=no
 srun --mpi=list 2>&1 | grep -qw pmix && pmix=yes
 echo "slurm $(sinfo -V | cut -d' ' -f2) up on $host, ports $ctld_port/$slurmd_port, pmix: $pmix ($(elapsed))"
 
-passed=0 failed=0
-ok() { passed=$((passed + 1)); }
-fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/../check.sh"
 cfg=$root/configs/resnet_small.yaml
 jobopts=(--chdir="$work" --ntasks-per-node=2 --cpus-per-task=1 --mem=0 --time=30)
 train=(-o data.dir="$data" -o train.batch_size=64 -o log.every_steps=1 -o log.progress=lines

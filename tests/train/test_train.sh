@@ -16,9 +16,7 @@ set -u
 cresnet=$1 root=$2 data=$3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-ok() { passed=$((passed + 1)); }
-fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/../check.sh"
 cfg=$root/configs/resnet_small.yaml
 common=(-o data.dir="$data" -o log.progress=lines)
 
@@ -76,5 +74,4 @@ err=$("$cresnet" train -c "$cfg" "${subset[@]}" -o train.epochs=1 -o optimizer.l
 [ $rc -eq 5 ] && grep -qE "^cresnet: error: train: step [0-9]+ \(epoch 1\): loss is (NaN|Inf)" <<<"$err" \
   && ok || fail "NaN run: exit $rc: $err"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
