@@ -52,9 +52,8 @@ _Noreturn void cr_fatal_at(int code, const char *file, int line, const char *whe
 void *cr_malloc(size_t bytes, const char *what);
 void *cr_calloc(size_t count, size_t size, const char *what);
 
-/* File calls: a failing fopen/fread/fwrite reports the path and strerror. */
+/* File calls: a failing fopen/fread reports the path and strerror. */
 FILE *cr_fopen(const char *path, const char *mode, int exit_code);
 void cr_fread_exact(void *dst, size_t bytes, FILE *f, const char *path, int exit_code);
-void cr_fwrite_exact(const void *src, size_t bytes, FILE *f, const char *path, int exit_code);
 
 #endif

@@ -72,8 +72,3 @@ void cr_fread_exact(void *dst, size_t bytes, FILE *f, const char *path, int exit
         cr_fatal(exit_code, path, "truncated: expected %zu more bytes, found %zu", bytes, got);
     }
 }
-
-void cr_fwrite_exact(const void *src, size_t bytes, FILE *f, const char *path, int exit_code) {
-    if (fwrite(src, 1, bytes, f) != bytes)
-        cr_fatal(exit_code, path, "write failed: %s", strerror(errno));
-}
