@@ -3,6 +3,8 @@
  * overfits and drives gradients into slow denormals), after warm-up.
  * Prints one line: model, batch, threads, images/s, ms/step.
  * usage: cresnet_step_bench DATA_DIR small|medium|large [batch] [steps] [warmup] */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+
 #include "cresnet/backend.h"
 #include "cresnet/comm.h"
 #include "cresnet/data.h"

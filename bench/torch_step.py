@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
-"""PyTorch's CPU training step on the same models and data as cresnet_step_bench.
+"""PyTorch's training step on the same models and data as cresnet_step_bench
+(CPU) and `cresnet bench` (GPU).
 
 Forward, backward and SGD (lr 0.01, momentum 0.9, Nesterov, weight decay 5e-4)
 on a different batch of real CIFAR-10 images every step, after warm-up; the
 models are those of tests/golden/make_golden.py. Prints one line in the same
 form as cresnet_step_bench, with the peak RSS of the process.
 
-usage: torch_step.py DATA_DIR small|medium|large [batch] [steps] [warmup]
+usage: torch_step.py [--device cpu|cuda] [--precision fp32|tf32] [--no-channels-last]
+                     DATA_DIR small|medium|large [batch] [steps] [warmup]
 Threads: torch.set_num_threads($OMP_NUM_THREADS or 2).
+--device cuda: the images live on the GPU, the model in channels_last
+(NHWC, as cresnet's activations) unless --no-channels-last, cuDNN
+autotuning on (torch.backends.cudnn.benchmark), timed between
+torch.cuda.synchronize() calls. --precision fp32 (default) turns TF32 off
+for convolutions and matrix products, as cresnet's fp32; tf32 is PyTorch's
+own default for cuDNN convolutions. Peak GPU memory is printed too.
 """
 import os
 import resource
@@ -32,32 +40,77 @@ def load_train(data_dir):
     return torch.from_numpy((x - mean) / std), labels
 
 
+def options(argv):
+    """Splits --device/--precision/--no-channels-last from the positional words."""
+    opts = {"device": "cpu", "precision": "fp32", "channels_last": True}
+    rest = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--device", "--precision") and i + 1 < len(argv):
+            opts[a[2:]] = argv[i + 1]
+            i += 2
+            continue
+        if a == "--no-channels-last":
+            opts["channels_last"] = False
+        elif a.startswith("--"):
+            sys.exit(f"torch_step.py: unknown option {a}")
+        else:
+            rest.append(a)
+        i += 1
+    if len(rest) < 2 or opts["device"] not in ("cpu", "cuda") or opts["precision"] not in ("fp32", "tf32"):
+        sys.exit(__doc__)
+    return opts, rest
+
+
 def main():
-    data_dir, arch = sys.argv[1], sys.argv[2]
-    batch = int(sys.argv[3]) if len(sys.argv) > 3 else 128
-    steps = int(sys.argv[4]) if len(sys.argv) > 4 else 20
-    warmup = int(sys.argv[5]) if len(sys.argv) > 5 else 3
+    opts, args = options(sys.argv[1:])
+    data_dir, arch = args[0], args[1]
+    batch = int(args[2]) if len(args) > 2 else 128
+    steps = int(args[3]) if len(args) > 3 else 20
+    warmup = int(args[4]) if len(args) > 4 else 3
+    cuda = opts["device"] == "cuda"
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     torch.manual_seed(0)
     images, labels = load_train(data_dir)
     widths, blocks, _ = MODELS[arch]
     model = ResNet(widths, blocks).train()
+    fmt = torch.channels_last if cuda and opts["channels_last"] else torch.contiguous_format
+    if cuda:
+        tf32 = opts["precision"] == "tf32"
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = True
+        model = model.to("cuda", memory_format=fmt)
+        images = images.to("cuda").contiguous(memory_format=fmt)
+        labels = labels.to("cuda")
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     start = time.perf_counter()
     for step in range(warmup + steps):
         if step == warmup:
+            sync()
             start = time.perf_counter()
-        idx = torch.arange(step * batch, (step + 1) * batch) % images.shape[0]
+        idx = torch.arange(step * batch, (step + 1) * batch, device=images.device) % images.shape[0]
         loss = loss_fn(model(images[idx]), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    sync()
     seconds = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    device = ""
+    if cuda:
+        device = (f" device=cuda gpu_mem_mb={torch.cuda.max_memory_allocated() / 2**20:.0f} "
+                  f"precision={opts['precision']} channels_last={int(fmt == torch.channels_last)}")
     print(f"model={arch} batch={batch} threads={torch.get_num_threads()} steps={steps} "
           f"images_per_s={steps * batch / seconds:.1f} ms_per_step={1e3 * seconds / steps:.2f} "
-          f"peak_rss_mb={rss_mb:.0f} last_loss={loss.item():.4f} torch={torch.__version__}")
+          f"peak_rss_mb={rss_mb:.0f} last_loss={loss.item():.4f} torch={torch.__version__}{device}")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,15 @@ in the main process).
 Writes OUT_DIR/metrics.jsonl, one line per epoch in cresnet's format:
   {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
    "images_per_s", "seconds"}
+and OUT_DIR/confusion_test.csv (the test set after the last epoch, as cresnet's);
 where train_loss/train_acc are over the epoch's samples as the model trained,
 lr is the rate of the epoch's last step, and seconds/images_per_s cover the
 training part of the epoch (not the evaluation), as in cresnet; and
-OUT_DIR/summary.txt (versions, threads, final and best accuracy, wall time).
+OUT_DIR/summary.txt (versions, device, threads, final and best accuracy, wall time).
+After every epoch OUT_DIR/checkpoint.pt holds the model, optimizer, scheduler
+and RNG state; --resume continues from it (exactly, with --workers 0, where
+all randomness comes from the global generator saved there), appending to
+metrics.jsonl, so a long run survives being stopped.
 Seeded with torch.manual_seed(0); threads torch.set_num_threads(T), default 2.
 """
 import argparse
@@ -78,6 +83,17 @@ def flag(cfg, dotted, default=None):
     return value
 
 
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU"
+
+
 def load_records(path):
     if not os.path.isfile(path):
         fail(f"missing {path}")
@@ -101,17 +117,32 @@ class AugmentedCifar(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
 def evaluate(model, images, labels, batch=1000):
+    """Test loss, accuracy and the 10x10 confusion matrix (rows true, columns predicted)."""
     model.eval()
     loss_sum, correct = 0.0, 0
+    confusion = torch.zeros(10, 10, dtype=torch.int64)
     with torch.no_grad():
         for s in range(0, len(labels), batch):
             x, y = images[s:s + batch], labels[s:s + batch]
             logits = model(x)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
+            predicted = logits.argmax(1)
+            correct += (predicted == y).sum().item()
+            confusion += torch.bincount(y * 10 + predicted, minlength=100).view(10, 10)
     model.train()
-    return loss_sum / len(labels), correct / len(labels)
+    return loss_sum / len(labels), correct / len(labels), confusion
+
+
+def write_confusion(path, confusion):
+    """The same CSV as cresnet's confusion_test.csv."""
+    with open(path, "w") as f:
+        f.write("true\\predicted," + ",".join(CLASSES) + "\n")
+        for name, row in zip(CLASSES, confusion.tolist()):
+            f.write(name + "," + ",".join(str(v) for v in row) + "\n")
 
 
 def main():
@@ -124,6 +155,7 @@ def main():
     ap.add_argument("--train-limit", type=int, default=None,
                     help="first N training images, 0 = all (default: data.train_limit)")
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers, 0 = main process")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
     args = ap.parse_args()
 
     with open(args.config) as f:
@@ -198,9 +230,18 @@ def main():
           f"model {arch} ({n_params} parameters), {len(train_y)} training images, "
           f"batch {batch}, {epochs} epochs", flush=True)
     wall_start = time.perf_counter()
-    best, rec = 0.0, None
-    with open(os.path.join(args.out_dir, "metrics.jsonl"), "w") as metrics:
-        for epoch in range(1, epochs + 1):
+    best, rec, first_epoch = 0.0, None, 1
+    checkpoint_path = os.path.join(args.out_dir, "checkpoint.pt")
+    if args.resume and os.path.exists(checkpoint_path):
+        state = torch.load(checkpoint_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        best, rec, first_epoch = state["best"], state["rec"], state["epoch"] + 1
+        print(f"resumed after epoch {state['epoch']}", flush=True)
+    with open(os.path.join(args.out_dir, "metrics.jsonl"), "a" if first_epoch > 1 else "w") as metrics:
+        for epoch in range(first_epoch, epochs + 1):
             start = time.perf_counter()
             loss_sum, correct, count, lr = 0.0, 0, 0, 0.0
             for x, y in loader:
@@ -216,7 +257,8 @@ def main():
                 correct += (logits.detach().argmax(1) == y).sum().item()
                 count += n
             seconds = time.perf_counter() - start
-            test_loss, test_acc = evaluate(model, test_images, test_labels)
+            test_loss, test_acc, confusion = evaluate(model, test_images, test_labels)
+            write_confusion(os.path.join(args.out_dir, "confusion_test.csv"), confusion)
             best = max(best, test_acc)
             rec = {"epoch": epoch, "train_loss": loss_sum / count, "train_acc": correct / count,
                    "test_loss": test_loss, "test_acc": test_acc, "lr": lr,
@@ -227,6 +269,11 @@ def main():
                 f'"test_acc": {test_acc:.6f}, "lr": {lr:.9g}, '
                 f'"images_per_s": {rec["images_per_s"]:.1f}, "seconds": {seconds:.3f}}}\n')
             metrics.flush()
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                     "epoch": epoch, "best": best, "rec": rec}
+            torch.save(state, checkpoint_path + ".tmp")
+            os.replace(checkpoint_path + ".tmp", checkpoint_path)
             print(f"epoch {epoch}: train loss {rec['train_loss']:.4f} acc {100 * rec['train_acc']:.2f}% | "
                   f"test loss {test_loss:.4f} acc {100 * test_acc:.2f}% | "
                   f"{rec['images_per_s']:.0f} img/s, {seconds:.1f} s", flush=True)
@@ -234,6 +281,7 @@ def main():
 
     with open(os.path.join(args.out_dir, "summary.txt"), "w") as f:
         f.write(f"implementation: torch {torch.__version__}, torchvision {torchvision.__version__}\n")
+        f.write(f"device: {cpu_model()}, {torch.get_num_threads()} threads (cpu)\n")
         f.write(f"config: {args.config}\n")
         f.write(f"model: {arch} ({n_params} trainable parameters)\n")
         f.write(f"epochs: {epochs}, batch {batch}, {len(train_y)} training images\n")

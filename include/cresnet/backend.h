@@ -66,6 +66,19 @@ typedef struct {
     void (*copy_to_device)(cr_backend *be, void *dst, const void *host_src, size_t bytes);
     void (*copy_to_host)(cr_backend *be, void *host_dst, const void *src, size_t bytes);
     void (*synchronize)(cr_backend *be);
+    /* Optional (NULL: none): named ranges around a stretch of work, for a
+     * profiler's timeline (NVTX on CUDA, seen in Nsight Systems). */
+    void (*range_push)(cr_backend *be, const char *name);
+    void (*range_pop)(cr_backend *be);
+    /* What it runs on, for summaries and tables, e.g. "NVIDIA H100 80GB HBM3"
+     * or "Intel(R) Xeon(R) Platinum 8488C, 2 threads". */
+    void (*describe)(cr_backend *be, char *out, size_t len);
+    /* Optional, for communicators that stage device buffers through host
+     * memory: page-locked host memory (NULL: malloc), and whether the host
+     * can read ptr directly (NULL: no, everything is staged). */
+    void *(*host_alloc)(cr_backend *be, size_t bytes);
+    void (*host_free)(cr_backend *be, void *ptr);
+    int (*host_accessible)(cr_backend *be, const void *ptr);
 
     /* Convolution without bias. Plans are made once per shape and reused.
      * backward_weight overwrites dw. */

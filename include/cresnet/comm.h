@@ -3,8 +3,9 @@
  * The trainer and the model reach other processes only through this table
  * (sum all-reduce, broadcast, barrier, abort). Implementations: `none` for a
  * single process, `mpi` (src/comm/comm_mpi.c, host buffers: the CPU
- * backend's memory); an NCCL communicator on GPU buffers is to fill the same
- * table. Buffers are memory of the backend in use.
+ * backend's memory), `mpi` over device memory (comm_staged.c) and `nccl`
+ * (comm_nccl.c) for the CUDA backend's buffers. Buffers are memory of the
+ * backend in use.
  * Not here: which process owns which GPU (launch), what is reduced (model,
  * train). */
 #ifndef CRESNET_COMM_H
@@ -58,5 +59,15 @@ cr_comm *cr_comm_mpi_create(void);
  * start, 600 s in an operation) aborts every rank with exit code 6. */
 struct cr_backend;
 cr_comm *cr_comm_nccl_create(struct cr_backend *cuda_backend, cr_comm *mpi);
+
+/* A host communicator (MPI) made to work on a backend's device memory
+ * (src/comm/comm_staged.c): each operation copies through pinned host
+ * buffers, or, with direct (a CUDA-aware MPI), hands MPI the device pointer
+ * once the backend has caught up with it. Host pointers pass straight
+ * through. Takes ownership of host. Several ranks may share a GPU this way. */
+cr_comm *cr_comm_device_create(struct cr_backend *be, cr_comm *host, int direct);
+/* Whether the MPI library says it reads CUDA device memory (Open MPI's
+ * MPIX_Query_cuda_support); 0 where it cannot say. */
+int cr_comm_mpi_cuda_aware(void);
 
 #endif

@@ -54,6 +54,7 @@ typedef struct {
         uint64_t seed;
         cr_precision precision;
         int deterministic;
+        int inject_nan_step; /* debug: the loss of this global step (from 1) is NaN; 0 = off */
     } train;
     struct {
         char name[16]; /* sgd */
@@ -92,6 +93,7 @@ typedef struct {
         int every_steps; /* 0 = per epoch only */
         int tensorboard;
         cr_progress progress;
+        char timeline[CR_PATH_MAX]; /* "" = off; else a Chrome trace per rank */
     } log;
 } cr_config;
 
@@ -105,7 +107,9 @@ void cr_config_override(cr_config *cfg, const char *assignment);
 /* Cross-key checks (e.g. custom widths and blocks form a valid model). */
 void cr_config_validate(const cr_config *cfg, const char *where);
 void cr_config_write(const cr_config *cfg, FILE *out);
-/* FNV-1a 64 of the written form: equal configs, equal digests. */
+/* FNV-1a 64 of every key that shapes the computation (all but log.*,
+ * checkpoint.*, data.dir, data.num_threads, device.debug): equal training,
+ * equal digests, wherever its files go. */
 uint64_t cr_config_digest(const cr_config *cfg);
 /* The model description of cfg->model. Exits 2 if invalid. */
 cr_model_desc cr_config_model(const cr_config *cfg);

@@ -7,7 +7,14 @@
  * inside the data and matching dtype x shape, no overlaps) and refuses a
  * damaged file with a message instead of loading part of it. Writing is
  * atomic: a temporary file in the same folder, fsync, rename.
- * Not here: what the tensors mean (model, train), checksums of payloads. */
+ *
+ * Also TensorBoard event files (tfevents): TFRecord framing (length, masked
+ * CRC32C of the length, the serialized Event, masked CRC32C of it) around
+ * hand-encoded Event/Summary protobufs holding scalars, which is all
+ * TensorBoard needs to draw curves. Write failures exit with CR_EXIT_USAGE
+ * (the run directory), like the trainer's other log files.
+ * Not here: what the tensors and scalars mean (model, train), checksums of
+ * checkpoint payloads. */
 #ifndef CRESNET_IO_H
 #define CRESNET_IO_H
 
@@ -55,5 +62,19 @@ typedef struct {
  * 0 on success; -1 with a reason in err (nothing is left at path then). */
 int cr_safetensors_write(const char *path, const cr_st_entry *entries, int num_entries,
                          const char *const *meta, int num_meta, char *err, size_t err_len);
+
+/* TensorBoard: a writer of one events.out.tfevents.<time>.<host>.<pid>.cresnet
+ * file in dir (created if missing). */
+typedef struct cr_tfevents cr_tfevents;
+cr_tfevents *cr_tfevents_open(const char *dir);
+/* One scalar (tag, step, value) as its own Event, stamped with the wall time. */
+void cr_tfevents_scalar(cr_tfevents *w, const char *tag, long step, double value);
+/* Pushes what is written to the file (TensorBoard reads it while training). */
+void cr_tfevents_flush(cr_tfevents *w);
+void cr_tfevents_close(cr_tfevents *w);
+/* The file's path, e.g. for messages. */
+const char *cr_tfevents_path(const cr_tfevents *w);
+/* CRC-32C (Castagnoli), as TFRecord frames use before masking. */
+uint32_t cr_crc32c(const void *data, size_t len);
 
 #endif

@@ -94,6 +94,13 @@ typedef struct cr_model cr_model;
 cr_model *cr_model_create(cr_backend *be, const cr_model_desc *desc, int max_batch, uint64_t seed);
 void cr_model_free(cr_model *m);
 
+/* device.debug: every layer of a training step waits for the backend, is
+ * timed, and has its output (forward) and gradients (backward) checked for
+ * NaN/Inf; the first bad one ends the job with exit 5 naming the layer.
+ * print_layer_times writes the time per layer since the previous call. */
+void cr_model_set_debug(cr_model *m, int on);
+void cr_model_print_layer_times(cr_model *m, FILE *out);
+
 const cr_model_layout *cr_model_get_layout(const cr_model *m);
 /* Device pointers to the flat buffers (floats: layout->param_count etc.). */
 float *cr_model_params(cr_model *m);

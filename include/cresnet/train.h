@@ -6,8 +6,8 @@
  * log.dir, resume. On SIGUSR1 (and SIGTERM in a single process) it
  * finishes the step, writes a checkpoint and returns CR_EXIT_PREEMPTED, so
  * a batch system can requeue the job and resume where it stopped.
- * cr_eval re-evaluates a checkpoint; cr_bench measures training throughput. Each returns a SPEC exit code (fatal errors exit
- * directly through cr_fatal).
+ * cr_eval re-evaluates a checkpoint; cr_bench measures training throughput. Each returns a SPEC
+ * exit code (fatal errors exit directly through cr_fatal).
  *
  * Checkpoints are safetensors files with PyTorch names and layouts (so
  * `load_state_dict` takes them), the momentum buffers as

@@ -11,6 +11,9 @@
 #include "cresnet/error.h"
 
 #include <mpi.h>
+#if __has_include(<mpi-ext.h>)
+#include <mpi-ext.h> /* Open MPI: MPIX_Query_cuda_support */
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +132,14 @@ static void on_terminate(int sig) {
     ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
     (void)ignored;
     _exit(CR_EXIT_COMM);
+}
+
+int cr_comm_mpi_cuda_aware(void) {
+#if defined(MPIX_CUDA_AWARE_SUPPORT) && MPIX_CUDA_AWARE_SUPPORT
+    return MPIX_Query_cuda_support();
+#else
+    return 0;
+#endif
 }
 
 int cr_comm_mpi_launched(void) {

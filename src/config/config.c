@@ -115,6 +115,7 @@ static const key_spec keys[] = {
     U64("train.seed", train.seed),
     ENUM("train.precision", train.precision, precision_names),
     BOOL("train.deterministic", train.deterministic),
+    INT("train.inject_nan_step", train.inject_nan_step, 0, INT_MAX),
 
     NAME("optimizer.name", optimizer.name, optimizer_names),
     FLOAT("optimizer.lr", optimizer.lr, 0, HUGE_VAL),
@@ -148,6 +149,7 @@ static const key_spec keys[] = {
     STRING("log.dir", log.dir),
     INT("log.every_steps", log.every_steps, 0, INT_MAX),
     BOOL("log.tensorboard", log.tensorboard),
+    STRING("log.timeline", log.timeline),
     ENUM("log.progress", log.progress, progress_names),
 };
 
@@ -714,15 +716,60 @@ static void load_document(yaml_parser_t *parser, yaml_document_t *doc, const cha
     yaml_document_delete(&extra);
 }
 
+/* A config is a few kilobytes and four levels deep. libyaml's scanner takes
+ * time quadratic in the nesting depth (100,000 '[' take minutes), so a
+ * first pass over the events refuses anything deeper than MAX_DEPTH having
+ * read only that far; larger files than MAX_CONFIG_BYTES are not configs. */
+enum { MAX_DEPTH = 32, MAX_CONFIG_BYTES = 1 << 20 };
+
+static void check_nesting(const char *text, size_t len, const char *file, const char *assignment) {
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser)) cr_fatal(CR_EXIT_INTERNAL, "config", "out of memory");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    for (int depth = 0, done = 0; !done;) {
+        yaml_event_t event;
+        if (!yaml_parser_parse(&parser, &event)) fail_parser(&parser, file, assignment);
+        yaml_event_type_t type = event.type;
+        yaml_mark_t mark = event.start_mark;
+        yaml_event_delete(&event);
+        if (type == YAML_SEQUENCE_END_EVENT || type == YAML_MAPPING_END_EVENT) depth--;
+        done = type == YAML_STREAM_END_EVENT;
+        if ((type == YAML_SEQUENCE_START_EVENT || type == YAML_MAPPING_START_EVENT) &&
+            ++depth > MAX_DEPTH) {
+            char where[CR_PATH_MAX + 64];
+            if (file)
+                mark_where(file, mark, where, sizeof where);
+            else
+                override_where(assignment, where, sizeof where);
+            cr_fatal(CR_EXIT_USAGE, where, "nested deeper than %d levels: not a cresnet config",
+                     MAX_DEPTH);
+        }
+    }
+    yaml_parser_delete(&parser);
+}
+
+static char *read_config(const char *path, FILE *f, size_t *len) {
+    char *text = cr_malloc(MAX_CONFIG_BYTES + 1, "config");
+    *len = fread(text, 1, MAX_CONFIG_BYTES + 1, f);
+    if (ferror(f)) cr_fatal(CR_EXIT_USAGE, path, "cannot read: %s", strerror(errno));
+    if (*len > MAX_CONFIG_BYTES)
+        cr_fatal(CR_EXIT_USAGE, path, "larger than %d bytes: not a cresnet config",
+                 MAX_CONFIG_BYTES);
+    return text;
+}
+
 static void apply_file(const char *path, cr_config *cfg, origins *origins) {
     FILE *f = cr_fopen(path, "rb", CR_EXIT_USAGE);
     struct stat st; /* fopen takes a directory; reading it fails unhelpfully */
     if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))
         cr_fatal(CR_EXIT_USAGE, path, "cannot open: %s", strerror(EISDIR));
+    size_t len;
+    char *text = read_config(path, f, &len);
+    check_nesting(text, len, path, NULL);
     yaml_parser_t parser;
     yaml_document_t doc;
     if (!yaml_parser_initialize(&parser)) cr_fatal(CR_EXIT_INTERNAL, "config", "out of memory");
-    yaml_parser_set_input_file(&parser, f);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     load_document(&parser, &doc, path, NULL);
     source src = {.doc = &doc, .file = path, .origins = origins};
     const yaml_node_t *root = yaml_document_get_root_node(&doc);
@@ -735,6 +782,7 @@ static void apply_file(const char *path, cr_config *cfg, origins *origins) {
     }
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
+    free(text);
     fclose(f);
 }
 
@@ -747,6 +795,7 @@ static void apply_override(const char *assignment, cr_config *cfg, origins *orig
     snprintf(path, sizeof path, "%.*s", (int)(eq - assignment), assignment);
     /* The value is YAML too, so `[16, 32]` is a list and quotes work. */
     const char *text = eq + 1;
+    check_nesting(text, strlen(text), NULL, assignment);
     yaml_parser_t parser;
     yaml_document_t doc;
     if (!yaml_parser_initialize(&parser)) cr_fatal(CR_EXIT_INTERNAL, "config", "out of memory");
@@ -930,12 +979,28 @@ void cr_config_write(const cr_config *cfg, FILE *out) {
     }
 }
 
+/* Keys that say where a run reads and writes and how it is watched, not
+ * what it computes: a resumed run may change them (a requeued job's new
+ * log.dir, resume: auto) and still be the same run. */
+static int is_run_only(const char *path) {
+    static const char *const prefixes[] = {"log.", "checkpoint.", "data.dir", "data.num_threads",
+                                           "device.debug"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(path, prefixes[i], strlen(prefixes[i])) == 0) return 1;
+    return 0;
+}
+
 uint64_t cr_config_digest(const cr_config *cfg) {
     char *text = NULL;
     size_t len = 0;
     FILE *mem = open_memstream(&text, &len);
     if (!mem) cr_fatal(CR_EXIT_INTERNAL, "config", "open_memstream: %s", strerror(errno));
-    cr_config_write(cfg, mem);
+    for (size_t i = 0; i < NUM_KEYS; i++) {
+        if (is_run_only(keys[i].path)) continue;
+        fprintf(mem, "%s=", keys[i].path);
+        write_value(mem, &keys[i], cfg);
+        fputc('\n', mem);
+    }
     fclose(mem);
     uint64_t hash = 0xcbf29ce484222325ull; /* FNV-1a 64 */
     for (size_t i = 0; i < len; i++) {

@@ -13,6 +13,7 @@
 static int records_in(const char *path) {
     struct stat st;
     if (stat(path, &st) != 0) cr_fatal(CR_EXIT_DATA, path, "cannot open: %s", strerror(errno));
+    if (!S_ISREG(st.st_mode)) cr_fatal(CR_EXIT_DATA, path, "not a regular file");
     if (st.st_size == 0 || st.st_size % CR_CIFAR_RECORD != 0)
         cr_fatal(CR_EXIT_DATA, path, "size %lld is not a positive multiple of %d bytes",
                  (long long)st.st_size, CR_CIFAR_RECORD);

@@ -153,8 +153,11 @@ cr_loader *cr_loader_create(const cr_loader_args *args) {
     l->args.augment = &l->augment;
     int count = args->set->count;
     l->used = args->limit > 0 && args->limit < count ? args->limit : count;
-    l->steps = (l->used + args->batch_size - 1) / args->batch_size;
-    l->max_slice = (args->batch_size + args->world_size - 1) / args->world_size;
+    /* Written so that a batch_size near INT_MAX neither overflows nor asks
+     * for memory beyond the images there are. */
+    l->steps = (l->used - 1) / args->batch_size + 1;
+    int most = args->batch_size < l->used ? args->batch_size : l->used;
+    l->max_slice = (most - 1) / args->world_size + 1;
     l->order = cr_malloc((size_t)count * sizeof(int), "loader order");
     l->spare_order = cr_malloc((size_t)count * sizeof(int), "loader order");
     l->num_threads = args->num_threads > 0 ? args->num_threads : automatic_threads();

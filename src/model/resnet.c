@@ -16,6 +16,7 @@ typedef struct {
     cr_conv_shape shape;
     cr_conv_plan *plan;
     size_t weight; /* offset in params */
+    char name[48]; /* PyTorch's module name, for device.debug */
 } conv_layer;
 
 typedef struct {
@@ -24,6 +25,7 @@ typedef struct {
     size_t running; /* running_mean's offset in buffers; running_var follows */
     float *stats;   /* device [2C]: mean, invstd of the last forward */
     float *sums;    /* device [2C]: sums of the last forward, then backward */
+    char name[48];
 } bn_layer;
 
 typedef struct {
@@ -52,7 +54,19 @@ struct cr_model {
     float *scratch[3]; /* activation gradients */
     const float *images;
     cr_comm *comm;
+    model_debug *debug; /* device.debug, else NULL */
 };
+
+/* device.debug's check after a layer of a training pass. */
+static void probe(cr_model *m, const char *layer, const char *what, const float *data,
+                  size_t count) {
+    if (m->debug && m->training) model_debug_probe(m->debug, layer, what, data, count);
+}
+
+static size_t conv_weight_count(const conv_layer *c) {
+    const cr_conv_shape *s = &c->shape;
+    return (size_t)s->out_c * s->kernel * s->kernel * s->in_c;
+}
 
 static float *device_floats(cr_model *m, size_t count) {
     return m->be->ops->alloc(m->be, count * sizeof(float));
@@ -69,6 +83,7 @@ static conv_layer conv_make(cr_model *m, const char *name, int hw, int in_c, int
     char full[96];
     snprintf(full, sizeof full, "%s.weight", name);
     conv_layer c = {.weight = offset_of(m, full)};
+    snprintf(c.name, sizeof c.name, "%s", name);
     c.shape = cr_conv_shape_make(0, hw, hw, in_c, out_c, kernel, stride, kernel / 2);
     return c;
 }
@@ -76,6 +91,7 @@ static conv_layer conv_make(cr_model *m, const char *name, int hw, int in_c, int
 static bn_layer bn_make(cr_model *m, const char *name, int channels) {
     char full[96];
     bn_layer bn = {.channels = channels};
+    snprintf(bn.name, sizeof bn.name, "%s", name);
     snprintf(full, sizeof full, "%s.weight", name);
     bn.weight = offset_of(m, full);
     snprintf(full, sizeof full, "%s.running_mean", name);
@@ -220,7 +236,17 @@ void cr_model_free(cr_model *m) {
                     m->d_logits,   m->loss_sum, m->predicted,  m->count_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) release(be, bufs[i]);
     cr_model_layout_free(&m->layout);
+    model_debug_free(m->debug);
     free(m);
+}
+
+void cr_model_set_debug(cr_model *m, int on) {
+    if (on && !m->debug) m->debug = model_debug_create(m->be);
+    if (!on) model_debug_free(m->debug), m->debug = NULL;
+}
+
+void cr_model_print_layer_times(cr_model *m, FILE *out) {
+    if (m->debug) model_debug_print(m->debug, out);
 }
 
 const cr_model_layout *cr_model_get_layout(const cr_model *m) { return &m->layout; }
@@ -280,10 +306,13 @@ static void bn_forward(cr_model *m, bn_layer *bn, const float *x, long rows, con
     }
     cr_bn_view view = bn_view(m, bn, rows);
     ops->bn_apply(m->be, &view, x, residual, relu, y);
+    probe(m, bn->name, "output", y, (size_t)rows * bn->channels);
 }
 
 static void conv_forward(cr_model *m, conv_layer *c, const float *x, float *y) {
     m->be->ops->conv_forward(m->be, c->plan, x, m->params + c->weight, y);
+    const cr_conv_shape *s = &c->shape;
+    probe(m, c->name, "output", y, (size_t)s->batch * s->out_h * s->out_w * s->out_c);
 }
 
 static void block_forward(cr_model *m, block *b, const float *x) {
@@ -317,6 +346,7 @@ cr_forward_result cr_model_forward(cr_model *m, const float *images, const int32
     m->images = images;
     agree_global_batch(m);
     if (training) m->batches_tracked++;
+    if (m->debug && training) model_debug_begin(m->debug, 0, m->batches_tracked);
     conv_forward(m, &m->stem_conv, images, m->a0);
     bn_forward(m, &m->stem_bn, m->a0, rows_of(m, CR_IMAGE_SIZE), NULL, 1, m->h0);
     const float *x = m->h0;
@@ -326,10 +356,13 @@ cr_forward_result cr_model_forward(cr_model *m, const float *images, const int32
     }
     int hw = last_hw(m), C = last_channels(m);
     ops->avgpool_forward(m->be, x, batch, hw * hw, C, m->pooled);
+    probe(m, "avgpool", "output", m->pooled, (size_t)batch * C);
     ops->linear_forward(m->be, m->pooled, m->params + m->linear_weight, m->params + m->linear_bias,
                         batch, C, CR_NUM_CLASSES, m->logits);
+    probe(m, "linear", "output", m->logits, (size_t)batch * CR_NUM_CLASSES);
     ops->softmax_xent(m->be, m->logits, labels, batch, CR_NUM_CLASSES, grad_scale,
                       grad_scale > 0 ? m->d_logits : NULL, m->loss_sum, m->predicted);
+    probe(m, "loss", "value", m->loss_sum, 1);
 
     cr_forward_result result = {.predicted = m->predicted};
     ops->copy_to_host(m->be, &result.loss_sum, m->loss_sum, sizeof(float));
@@ -367,14 +400,20 @@ static void bn_backward(cr_model *m, bn_layer *bn, const float *x, const float *
     if (m->training && synced(m)) m->comm->ops->allreduce_sum(m->comm, bn->sums, 2 * C);
     ops->bn_backward_apply(m->be, &view, x, y, dy, dy2, relu, bn->sums, stat_count(m, rows),
                            m->training, dx, d_residual);
+    probe(m, bn->name, "weight and bias gradient", m->grads + bn->weight, 2 * C);
+    probe(m, bn->name, "input gradient", dx, (size_t)rows * C);
+    if (d_residual) probe(m, bn->name, "residual gradient", d_residual, (size_t)rows * C);
 }
 
 static void conv_weight_grad(cr_model *m, conv_layer *c, const float *x, const float *dy) {
     m->be->ops->conv_backward_weight(m->be, c->plan, x, dy, m->grads + c->weight);
+    probe(m, c->name, "weight gradient", m->grads + c->weight, conv_weight_count(c));
 }
 
 static void conv_data_grad(cr_model *m, conv_layer *c, const float *dy, float *dx) {
     m->be->ops->conv_backward_data(m->be, c->plan, dy, m->params + c->weight, dx);
+    const cr_conv_shape *s = &c->shape;
+    probe(m, c->name, "input gradient", dx, (size_t)s->batch * s->in_h * s->in_w * s->in_c);
 }
 
 /* Takes the output gradient (g[0] + g[1], g[1] may be NULL) and leaves the
@@ -411,12 +450,17 @@ void cr_model_backward(cr_model *m, cr_comm *comm, const cr_grad_hook *hook) {
     const cr_backend_ops *ops = m->be->ops;
     m->comm = comm;
     int hw = last_hw(m), C = last_channels(m);
+    if (m->debug) model_debug_begin(m->debug, 1, m->batches_tracked);
     ops->linear_backward(m->be, m->pooled, m->params + m->linear_weight, m->d_logits, m->batch, C,
                          CR_NUM_CLASSES, m->d_pooled, m->grads + m->linear_weight,
                          m->grads + m->linear_bias);
+    probe(m, "linear", "weight and bias gradient", m->grads + m->linear_weight,
+          (size_t)(C + 1) * CR_NUM_CLASSES);
+    probe(m, "linear", "input gradient", m->d_pooled, (size_t)m->batch * C);
     report_ready(hook, m->linear_weight);
     float *g[2] = {m->scratch[0], NULL};
     ops->avgpool_backward(m->be, m->d_pooled, m->batch, hw * hw, C, g[0]);
+    probe(m, "avgpool", "input gradient", g[0], (size_t)m->batch * hw * hw * C);
     for (int k = m->num_blocks - 1; k >= 0; k--) {
         const float *x = k > 0 ? m->blocks[k - 1].out : m->h0;
         block_backward(m, &m->blocks[k], x, g);

@@ -6,8 +6,11 @@
 #include "cresnet/error.h"
 #include "cresnet/io.h"
 
+#include <ctype.h>
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +128,14 @@ void cr_checkpoint_save(const char *path, cr_model *m, cr_backend *be,
     host_state_free(&ours), host_state_free(&torch);
 }
 
+/* "[16, 3, 3, 3]" */
+static void format_shape(int ndim, const int64_t *shape, char *buf, size_t len) {
+    size_t used = (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < ndim && used < len; d++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%" PRId64, d ? ", " : "", shape[d]);
+    if (used < len) snprintf(buf + used, len - used, "]");
+}
+
 /* The F32 tensor `name` with exactly t's shape, or NULL with err set. */
 static const float *find_tensor(const cr_safetensors *st, const char *name, const cr_tensor_info *t,
                                 char *err, size_t err_len) {
@@ -136,7 +147,14 @@ static const float *find_tensor(const cr_safetensors *st, const char *name, cons
     int same = strcmp(found->dtype, "F32") == 0 && found->ndim == t->ndim;
     for (int d = 0; same && d < t->ndim; d++) same = found->shape[d] == t->shape[d];
     if (!same) {
-        snprintf(err, err_len, "tensor '%s' has the wrong dtype or shape for this model", name);
+        char has[96], wants[96];
+        int64_t want[4] = {0};
+        for (int d = 0; d < t->ndim && d < 4; d++) want[d] = t->shape[d];
+        format_shape(found->ndim, found->shape, has, sizeof has);
+        format_shape(t->ndim, want, wants, sizeof wants);
+        snprintf(err, err_len,
+                 "tensor '%s' is %s %s, this model needs F32 %s (a checkpoint of another model?)",
+                 name, found->dtype, has, wants);
         return NULL;
     }
     return (const float *)(st->data + found->begin);
@@ -153,11 +171,27 @@ static int parse_meta(const cr_safetensors *st, cr_checkpoint_meta *meta, char *
             return -1;
         }
     }
-    meta->epoch = atoi(v[0]);
-    meta->step = atol(v[1]);
-    meta->seed = strtoull(v[2], NULL, 10);
-    meta->config_digest = strtoull(v[3], NULL, 16);
-    meta->world_size = atoi(v[4]);
+    /* Strictly: atoi would read "abc" as 0 and resume from the wrong step. */
+    const int base[] = {10, 10, 10, 16, 10};
+    const unsigned long long most[] = {INT_MAX, LONG_MAX, UINT64_MAX, UINT64_MAX, INT_MAX};
+    unsigned long long n[5];
+    for (int i = 0; i < 5; i++) {
+        char *end;
+        errno = 0;
+        n[i] = strtoull(v[i], &end, base[i]);
+        int digit =
+            base[i] == 16 ? isxdigit((unsigned char)v[i][0]) : isdigit((unsigned char)v[i][0]);
+        if (!digit || *end || errno || n[i] > most[i]) {
+            snprintf(err, err_len, "metadata '%s' is '%.40s', not a number in range", keys[i],
+                     v[i]);
+            return -1;
+        }
+    }
+    meta->epoch = (int)n[0];
+    meta->step = (long)n[1];
+    meta->seed = n[2];
+    meta->config_digest = n[3];
+    meta->world_size = (int)n[4];
     return 0;
 }
 

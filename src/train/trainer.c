@@ -4,10 +4,13 @@
 #define _POSIX_C_SOURCE 200809L /* mkdir, isatty, clock_gettime */
 #include "cresnet/train.h"
 
+#include "phases.h"
+
 #include "cresnet/backend.h"
 #include "cresnet/comm.h"
 #include "cresnet/data.h"
 #include "cresnet/error.h"
+#include "cresnet/io.h"
 #include "cresnet/optim.h"
 
 #include <dirent.h>
@@ -43,6 +46,18 @@ static void make_dirs(const char *path) {
     }
     if (mkdir(buf, 0755) != 0 && errno != EEXIST)
         cr_fatal(CR_EXIT_USAGE, buf, "cannot create directory: %s", strerror(errno));
+    struct stat st; /* EEXIST says nothing about what exists */
+    if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
+        cr_fatal(CR_EXIT_USAGE, buf, "cannot create directory: %s", strerror(ENOTDIR));
+}
+
+static void make_parent_dirs(const char *file) {
+    char dir[CR_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", file);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return;
+    *slash = '\0';
+    make_dirs(dir);
 }
 
 static void data_dir_of(const cr_config *cfg, char *out, size_t len) {
@@ -67,9 +82,12 @@ typedef struct {
     float *images;   /* device, one rank's batch */
     int32_t *labels; /* device */
     int32_t *predicted_host;
+    float *stop_flag; /* device [1]: the ranks' vote on stopping, summed */
     int local_batch;
     double comm_wait_seconds; /* blocked on gradient all-reduces */
     char checkpoint_dir[CR_PATH_MAX + 16];
+    phase_clock clock;
+    cr_tfevents *tensorboard; /* rank 0 with log.tensorboard, else NULL */
 } run_state;
 
 /* device.type: cpu, cuda (one GPU per local rank), or auto (cuda when this
@@ -80,11 +98,14 @@ static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
     if (cfg->device.type == CR_DEVICE_CUDA || (cfg->device.type == CR_DEVICE_AUTO && gpus > 0)) {
         if (gpus == 0)
             cr_fatal(CR_EXIT_USAGE, "device.type", "cuda requested, but no GPU is visible");
-        if (comm->local_rank >= gpus)
+        /* NCCL needs a GPU per rank; MPI (dist.backend: mpi) lets ranks
+         * share one, which is how several ranks are tested on one GPU. */
+        if (comm->local_rank >= gpus && cfg->dist.backend != CR_DIST_MPI)
             cr_fatal(CR_EXIT_USAGE, "device.type",
-                     "local rank %d has no GPU: this node has %d (one rank per GPU)",
+                     "local rank %d has no GPU: this node has %d (one rank per GPU; "
+                     "dist.backend: mpi lets ranks share a GPU)",
                      comm->local_rank, gpus);
-        return cr_backend_cuda_create(comm->local_rank);
+        return cr_backend_cuda_create(comm->local_rank % gpus);
     }
 #else
     (void)comm;
@@ -115,30 +136,27 @@ static cr_comm *comm_for(const cr_config *cfg) {
 
 static int is_cuda(const cr_backend *be) { return strcmp(be->ops->name, "cuda") == 0; }
 
-/* dist.backend once the backend exists: nccl, or auto with the CUDA backend
- * and several ranks, puts NCCL on top of the MPI communicator. MPI itself
- * moves host memory only, so it cannot serve the CUDA backend's buffers
- * when there is anything to reduce. */
+/* dist.backend once the backend exists. Over the CUDA backend's memory with
+ * several ranks: nccl (asked for, or auto where this build has NCCL), else
+ * MPI through host staging (or directly, where MPI is CUDA-aware). */
 static cr_comm *gpu_comm_for(const cr_config *cfg, cr_backend *be, cr_comm *comm) {
+    cr_dist_backend want = cfg->dist.backend;
     int several = comm->world_size > 1;
-    int nccl = cfg->dist.backend == CR_DIST_NCCL ||
-               (cfg->dist.backend == CR_DIST_AUTO && several && is_cuda(be));
-    if (!nccl) {
-        if (several && is_cuda(be))
-            cr_fatal(CR_EXIT_USAGE, "dist.backend",
-                     "mpi moves host memory; with device.type cuda and %d ranks use nccl (or auto)",
-                     comm->world_size);
-        return comm;
-    }
-    if (!is_cuda(be))
+    if (want == CR_DIST_NCCL && !is_cuda(be))
         cr_fatal(CR_EXIT_USAGE, "dist.backend", "nccl needs the CUDA backend (device.type cuda)");
+    if (!is_cuda(be) || (!several && want != CR_DIST_NCCL)) return comm;
 #ifdef CRESNET_HAVE_NCCL
-    return cr_comm_nccl_create(be, comm);
+    if (want == CR_DIST_NCCL || want == CR_DIST_AUTO) return cr_comm_nccl_create(be, comm);
 #else
-    cr_fatal(CR_EXIT_USAGE, "dist.backend",
-             "%s, but this build has no NCCL (configure with CRESNET_NCCL=ON, CRESNET_MPI=ON)",
-             cfg->dist.backend == CR_DIST_NCCL ? "nccl requested"
-                                               : "several ranks on the CUDA backend need nccl");
+    if (want == CR_DIST_NCCL)
+        cr_fatal(CR_EXIT_USAGE, "dist.backend",
+                 "nccl requested, but this build has no NCCL (configure with CRESNET_NCCL=ON, "
+                 "CRESNET_MPI=ON)");
+#endif
+#ifdef CRESNET_HAVE_MPI
+    return cr_comm_device_create(be, comm, cr_comm_mpi_cuda_aware());
+#else
+    return comm; /* unreachable: several ranks need MPI */
 #endif
 }
 
@@ -196,9 +214,6 @@ static void setup(run_state *rs, const cr_config *cfg, int with_train_data) {
         cr_fatal(CR_EXIT_USAGE, "train.batch_size", "%d is not divisible by the %d ranks",
                  cfg->train.batch_size, rs->comm->world_size);
     rs->local_batch = cfg->train.batch_size / rs->comm->world_size;
-    cr_model_desc desc = cr_config_model(cfg);
-    rs->model = cr_model_create(rs->be, &desc, rs->local_batch, cfg->train.seed);
-    agree_with_rank0(rs);
 
     char dir[CR_PATH_MAX];
     data_dir_of(cfg, dir, sizeof dir);
@@ -217,23 +232,44 @@ static void setup(run_state *rs, const cr_config *cfg, int with_train_data) {
     }
     refuse_empty_slices(rs, rs->test_loader, "test set");
     if (rs->train_loader) refuse_empty_slices(rs, rs->train_loader, "training set");
+    /* Memory is sized for the largest slice a rank can get, so a batch_size
+     * of 2^31 is a config error, not terabytes asked of the allocator. */
+    int images = cr_loader_images(rs->test_loader);
+    if (rs->train_loader) {
+        images = cr_loader_images(rs->train_loader);
+        if (cfg->train.batch_size > images)
+            cr_fatal(CR_EXIT_USAGE, "train.batch_size",
+                     "%d is larger than the training set (%d images%s)", cfg->train.batch_size,
+                     images, cfg->data.train_limit ? " after data.train_limit" : "");
+    }
+    if (rs->local_batch > images) rs->local_batch = images;
+    cr_model_desc desc = cr_config_model(cfg);
+    rs->model = cr_model_create(rs->be, &desc, rs->local_batch, cfg->train.seed);
+    cr_model_set_debug(rs->model, cfg->device.debug);
+    agree_with_rank0(rs);
     size_t pixels = (size_t)rs->local_batch * CR_CIFAR_PIXELS;
     rs->images = rs->be->ops->alloc(rs->be, pixels * sizeof(float));
     rs->labels = rs->be->ops->alloc(rs->be, (size_t)rs->local_batch * sizeof(int32_t));
     rs->predicted_host = cr_malloc((size_t)rs->local_batch * sizeof(int32_t), "train");
+    rs->stop_flag = rs->be->ops->alloc(rs->be, sizeof(float));
     if (cfg->checkpoint.dir[0])
         snprintf(rs->checkpoint_dir, sizeof rs->checkpoint_dir, "%s", cfg->checkpoint.dir);
     else
         snprintf(rs->checkpoint_dir, sizeof rs->checkpoint_dir, "%s/checkpoints", cfg->log.dir);
+    const char *timeline = with_train_data ? cfg->log.timeline : "";
+    if (timeline[0]) make_parent_dirs(timeline);
+    phase_clock_init(&rs->clock, rs->be, timeline, rs->comm->rank);
 }
 
 static void teardown(run_state *rs) {
+    phase_clock_close(&rs->clock);
     if (rs->train_loader) cr_loader_free(rs->train_loader);
     cr_loader_free(rs->test_loader);
     if (rs->train_set.count) cr_cifar_free(&rs->train_set);
     cr_cifar_free(&rs->test_set);
     rs->be->ops->free(rs->be, rs->images);
     rs->be->ops->free(rs->be, rs->labels);
+    rs->be->ops->free(rs->be, rs->stop_flag);
     free(rs->predicted_host);
     cr_model_free(rs->model);
     rs->comm->ops->destroy(rs->comm);
@@ -345,7 +381,7 @@ static void write_confusion(const char *dir, const tally *t) {
 
 typedef struct {
     int epoch;
-    double train_loss, train_acc, test_loss, test_acc, lr, images_per_s, seconds;
+    double train_loss, train_acc, test_loss, test_acc, lr, momentum, images_per_s, seconds;
 } epoch_record;
 
 static void write_epoch_metrics(FILE *metrics, const epoch_record *r) {
@@ -362,6 +398,10 @@ static void write_summary(const run_state *rs, const epoch_record *last, double 
     const cr_config *cfg = rs->cfg;
     FILE *f = open_in(cfg->log.dir, "summary.txt", "w");
     const cr_model_layout *l = cr_model_get_layout(rs->model);
+    char device[256];
+    rs->be->ops->describe(rs->be, device, sizeof device);
+    fprintf(f, "implementation: cresnet %s\n", CRESNET_VERSION);
+    fprintf(f, "device: %s (%s backend)\n", device, rs->be->ops->name);
     fprintf(f, "model: %s (%zu trainable parameters)\n", cfg->model.arch, l->param_count);
     fprintf(f, "epochs: %d, global batch %d, ranks %d, backend %s, communicator %s\n", last->epoch,
             cfg->train.batch_size, rs->comm->world_size, rs->be->ops->name, rs->comm->ops->name);
@@ -410,6 +450,7 @@ static void prune_checkpoints(const char *dir, int newest_epoch, int keep) {
  * preemption) the name records the steps into the next epoch. */
 static void save_checkpoint(run_state *rs, int epoch, long step) {
     const cr_config *cfg = rs->cfg;
+    phase_begin(&rs->clock, PHASE_CHECKPOINT);
     make_dirs(rs->checkpoint_dir);
     char path[CR_PATH_MAX + 64];
     long into_epoch = step - (long)epoch * cr_loader_steps(rs->train_loader);
@@ -425,6 +466,7 @@ static void save_checkpoint(run_state *rs, int epoch, long step) {
                                .world_size = rs->comm->world_size};
     cr_checkpoint_save(path, rs->model, rs->be, &meta);
     if (into_epoch == 0) prune_checkpoints(rs->checkpoint_dir, epoch, cfg->checkpoint.keep);
+    phase_end(&rs->clock);
 }
 
 /* Rank 0 picks the checkpoint, so every rank resumes from the same one
@@ -484,13 +526,20 @@ static void catch_stop_signals(const cr_comm *comm) {
     stop_signal = 0;
     sigaction(SIGUSR1, &sa, NULL);
     if (comm->world_size == 1) sigaction(SIGTERM, &sa, NULL);
+    /* Past a file size limit (RLIMIT_FSIZE) a write must fail with EFBIG,
+     * which the checkpoint writer reports, not kill the process. */
+    signal(SIGXFSZ, SIG_IGN);
 }
 
 /* Every rank stops at the same step if any rank was signalled. */
 static int stop_agreed(run_state *rs) {
-    tally t = {.loss_sum = stop_signal != 0};
-    if (rs->comm->world_size > 1) tally_reduce(rs, &t);
-    return t.loss_sum > 0;
+    float stop = stop_signal != 0;
+    if (rs->comm->world_size == 1) return stop > 0;
+    cr_backend *be = rs->be;
+    be->ops->copy_to_device(be, rs->stop_flag, &stop, sizeof stop);
+    rs->comm->ops->allreduce_sum(rs->comm, rs->stop_flag, 1);
+    be->ops->copy_to_host(be, &stop, rs->stop_flag, sizeof stop);
+    return stop > 0;
 }
 
 /* ---- the loop ---- */
@@ -541,6 +590,15 @@ static void buckets_wait(run_state *rs, grad_buckets *gb) {
     rs->comm_wait_seconds += now_seconds() - start;
 }
 
+/* The next batch of the loader, on the device; 0 at the end of the epoch. */
+static int next_batch(run_state *rs, cr_loader *loader, cr_batch *b) {
+    phase_begin(&rs->clock, PHASE_DATA);
+    int more = cr_loader_next(loader, b);
+    if (more) upload(rs, b);
+    phase_end(&rs->clock);
+    return more;
+}
+
 /* One optimizer step on this rank's slice of a global batch; returns the
  * rank's loss sum and correct count through r. */
 static cr_forward_result train_step(run_state *rs, const cr_batch *b, long step,
@@ -549,25 +607,34 @@ static cr_forward_result train_step(run_state *rs, const cr_batch *b, long step,
     cr_backend *be = rs->be;
     cr_model *m = rs->model;
     cr_comm *bn_comm = cfg->dist.sync_bn ? rs->comm : NULL;
-    upload(rs, b);
     *sp = cr_schedule_at(cfg, step, total_steps(rs));
     /* Gradients of the global-batch mean: each rank scales by the global size
      * and the all-reduce sums. */
+    phase_begin(&rs->clock, PHASE_FORWARD);
     cr_forward_result r =
         cr_model_forward(m, rs->images, rs->labels, b->size, 1, 1.0f / b->global_size, bn_comm);
+    phase_end(&rs->clock);
+    if (cfg->train.inject_nan_step > 0 && step + 1 == cfg->train.inject_nan_step)
+        r.loss_sum = NAN; /* a fault test of the check below */
     if (!isfinite(r.loss_sum))
         cr_fatal(CR_EXIT_NUMERIC, "train", "step %ld (epoch %d): loss is %s", step + 1,
                  b->epoch + 1, isnan(r.loss_sum) ? "NaN" : "Inf");
     grad_buckets gb = buckets_for(rs);
     cr_grad_hook hook = {buckets_ready, &gb};
+    phase_begin(&rs->clock, PHASE_BACKWARD);
     cr_model_backward(m, bn_comm, rs->comm->world_size > 1 ? &hook : NULL);
+    phase_end(&rs->clock);
+    phase_begin(&rs->clock, PHASE_COMM);
     buckets_wait(rs, &gb);
+    phase_end(&rs->clock);
     size_t n = cr_model_get_layout(m)->param_count;
     cr_sgd_args sgd = {.lr = (float)sp->lr,
                        .momentum = (float)sp->momentum,
                        .weight_decay = cfg->optimizer.weight_decay,
                        .nesterov = cfg->optimizer.nesterov};
+    phase_begin(&rs->clock, PHASE_OPTIMIZER);
     be->ops->sgd_step(be, cr_model_params(m), cr_model_grads(m), cr_model_momentum(m), n, &sgd);
+    phase_end(&rs->clock);
     return r;
 }
 
@@ -576,6 +643,17 @@ static double global_step_loss(run_state *rs, const cr_forward_result *r, int gl
     tally t = {.loss_sum = r->loss_sum};
     tally_reduce(rs, &t);
     return t.loss_sum / global_size;
+}
+
+/* A log.every_steps record: a metrics line and the TensorBoard scalar. */
+static void log_step(run_state *rs, FILE *metrics, int epoch, long step, double loss,
+                     const cr_schedule_point *sp) {
+    if (!metrics) return; /* not rank 0 */
+    fprintf(metrics,
+            "{\"step\": %ld, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.9g, \"momentum\": %.9g}\n",
+            step, epoch + 1, loss, sp->lr, sp->momentum);
+    fflush(metrics); /* people tail this file */
+    if (rs->tensorboard) cr_tfevents_scalar(rs->tensorboard, "train/step_loss", step, loss);
 }
 
 /* Trains the rest of `epoch` from batch first_step on; sets *stopped when a
@@ -589,20 +667,14 @@ static epoch_record train_epoch(run_state *rs, int epoch, int first_step, long *
     cr_schedule_point sp = {0};
     cr_batch b;
     cr_loader_start(rs->train_loader, epoch, first_step);
+    phase_clock_reset(&rs->clock);
     *stopped = 0;
-    while (!*stopped && cr_loader_next(rs->train_loader, &b)) {
+    while (!*stopped && next_batch(rs, rs->train_loader, &b)) {
         cr_forward_result r = train_step(rs, &b, *step, &sp);
         (*step)++;
         t.loss_sum += r.loss_sum, t.correct += r.correct, t.count += b.size;
-        if (cfg->log.every_steps > 0 && *step % cfg->log.every_steps == 0) {
-            double loss = global_step_loss(rs, &r, b.global_size);
-            if (metrics)
-                fprintf(metrics,
-                        "{\"step\": %ld, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.9g, "
-                        "\"momentum\": %.9g}\n",
-                        *step, epoch + 1, loss, sp.lr, sp.momentum);
-            if (metrics) fflush(metrics); /* people tail this file */
-        }
+        if (cfg->log.every_steps > 0 && *step % cfg->log.every_steps == 0)
+            log_step(rs, metrics, epoch, *step, global_step_loss(rs, &r, b.global_size), &sp);
         double elapsed = now_seconds() - start;
         double rate = (double)t.count * rs->comm->world_size / elapsed;
         int done_here = b.step + 1 - first_step;
@@ -617,9 +689,71 @@ static epoch_record train_epoch(run_state *rs, int epoch, int first_step, long *
                         .train_loss = t.loss_sum / t.count,
                         .train_acc = (double)t.correct / t.count,
                         .lr = sp.lr,
+                        .momentum = sp.momentum,
                         .images_per_s = t.count / seconds,
                         .seconds = seconds};
     return rec;
+}
+
+/* The epoch's time per step by phase: mean and max over the ranks (a
+ * straggler shows as a max far above the mean), printed by rank 0 under the
+ * epoch line and, as milliseconds, logged to TensorBoard as time/<phase>_ms. */
+static void report_phases(run_state *rs, const progress *p, int epoch) {
+    enum { N = PHASE_STEP_COUNT };
+    cr_backend *be = rs->be;
+    int world = rs->comm->world_size;
+    float mine[N];
+    for (int k = 0; k < N; k++)
+        mine[k] = rs->clock.steps ? (float)(1e3 * rs->clock.seconds[k] / rs->clock.steps) : 0.0f;
+    float *all = cr_malloc((size_t)world * N * sizeof(float), "train");
+    /* Communicator buffers live in the backend's memory. */
+    float *send = be->ops->alloc(be, sizeof mine);
+    float *recv = be->ops->alloc(be, (size_t)world * sizeof mine);
+    be->ops->copy_to_device(be, send, mine, sizeof mine);
+    rs->comm->ops->allgather(rs->comm, send, recv, sizeof mine);
+    be->ops->copy_to_host(be, all, recv, (size_t)world * sizeof mine);
+    be->ops->free(be, send);
+    be->ops->free(be, recv);
+    double mean[N] = {0}, max[N] = {0}, total = 0.0;
+    for (int k = 0; k < N; k++) {
+        for (int r = 0; r < world; r++) {
+            mean[k] += all[r * N + k] / world;
+            max[k] = all[r * N + k] > max[k] ? all[r * N + k] : max[k];
+        }
+        total += mean[k];
+    }
+    free(all);
+    if (rs->tensorboard)
+        for (int k = 0; k < N; k++) {
+            char tag[64];
+            snprintf(tag, sizeof tag, "time/%s_ms", phase_name((phase_id)k));
+            for (char *c = tag; *c; c++) *c = *c == ' ' ? '_' : *c;
+            cr_tfevents_scalar(rs->tensorboard, tag, epoch, mean[k]);
+        }
+    if (!p->bar && !p->lines) return;
+    printf("  time per step %.1f ms%s:", total, world > 1 ? " (mean over the ranks, [max])" : "");
+    for (int k = 0; k < N; k++) {
+        printf("%s %s %.1f", k ? "," : "", phase_name((phase_id)k), mean[k]);
+        if (world > 1) printf(" [%.1f]", max[k]);
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
+static void log_epoch_to_tensorboard(cr_tfevents *tb, const epoch_record *r) {
+    const struct {
+        const char *tag;
+        double value;
+    } scalars[] = {{"train/loss", r->train_loss},
+                   {"train/accuracy", r->train_acc},
+                   {"test/loss", r->test_loss},
+                   {"test/accuracy", r->test_acc},
+                   {"lr", r->lr},
+                   {"momentum", r->momentum},
+                   {"images_per_s", r->images_per_s}};
+    for (size_t i = 0; i < sizeof scalars / sizeof scalars[0]; i++)
+        cr_tfevents_scalar(tb, scalars[i].tag, r->epoch, scalars[i].value);
+    cr_tfevents_flush(tb);
 }
 
 static void print_epoch(const progress *p, const epoch_record *r) {
@@ -650,11 +784,18 @@ int cr_train(const cr_config *cfg) {
     long step = resume(&rs);
     int done = (int)(step / steps_per_epoch), first_step = (int)(step % steps_per_epoch);
     if (is_root) {
+        /* Both folders are made and checked before the first step: an
+         * unusable checkpoint.dir found at the end of an epoch wastes it. */
         make_dirs(cfg->log.dir);
+        make_dirs(rs.checkpoint_dir);
+        if (access(rs.checkpoint_dir, W_OK | X_OK) != 0)
+            cr_fatal(CR_EXIT_USAGE, rs.checkpoint_dir, "cannot write checkpoints here: %s",
+                     strerror(errno));
         FILE *f = open_in(cfg->log.dir, "config.yaml", "w");
         cr_config_write(cfg, f);
         fclose(f);
         metrics = open_in(cfg->log.dir, "metrics.jsonl", step ? "a" : "w");
+        if (cfg->log.tensorboard) rs.tensorboard = cr_tfevents_open(cfg->log.dir);
     }
     progress prog = progress_for(cfg, rs.comm->rank);
     double start = now_seconds(), best = 0.0;
@@ -664,17 +805,22 @@ int cr_train(const cr_config *cfg) {
         rec = train_epoch(&rs, epoch, first_step, &step, &prog, metrics, &stopped);
         share_running_stats(&rs);
         if (stopped) break;
+        phase_begin(&rs.clock, PHASE_EVALUATE);
         tally test = evaluate(&rs);
+        phase_end(&rs.clock);
         rec.test_loss = test.loss_sum / test.count;
         rec.test_acc = (double)test.correct / test.count;
         best = rec.test_acc > best ? rec.test_acc : best;
         print_epoch(&prog, &rec);
+        report_phases(&rs, &prog, epoch + 1);
+        if (is_root && (prog.bar || prog.lines)) cr_model_print_layer_times(rs.model, stdout);
         int last = epoch + 1 == cfg->train.epochs;
         int due =
             cfg->checkpoint.every_epochs > 0 && (epoch + 1) % cfg->checkpoint.every_epochs == 0;
         if (is_root) {
             write_epoch_metrics(metrics, &rec);
             write_confusion(cfg->log.dir, &test);
+            if (rs.tensorboard) log_epoch_to_tensorboard(rs.tensorboard, &rec);
             if (due || last) save_checkpoint(&rs, epoch + 1, step);
         }
     }
@@ -692,6 +838,7 @@ int cr_train(const cr_config *cfg) {
     if (is_root) {
         if (rec.epoch > 0 && !stopped) write_summary(&rs, &rec, best, now_seconds() - start);
         fclose(metrics);
+        cr_tfevents_close(rs.tensorboard);
     }
     teardown(&rs);
     return stopped ? CR_EXIT_PREEMPTED : CR_EXIT_OK;
@@ -731,11 +878,14 @@ int cr_bench(const cr_config *cfg, int steps, int warmup) {
     cr_schedule_point sp;
     cr_loader_start(rs.train_loader, epoch, 0);
     while (step < warmup + steps) {
-        if (!cr_loader_next(rs.train_loader, &b)) {
+        if (!next_batch(&rs, rs.train_loader, &b)) {
             cr_loader_start(rs.train_loader, ++epoch, 0);
             continue;
         }
-        if (step == warmup) start = now_seconds(), images = 0, rs.comm_wait_seconds = 0.0;
+        if (step == warmup) {
+            start = now_seconds(), images = 0, rs.comm_wait_seconds = 0.0;
+            phase_clock_reset(&rs.clock);
+        }
         train_step(&rs, &b, step++, &sp);
         images += b.global_size;
     }
@@ -748,6 +898,8 @@ int cr_bench(const cr_config *cfg, int steps, int warmup) {
                cfg->model.arch, cfg->train.batch_size, rs.comm->world_size, steps, warmup,
                images / seconds, images / seconds / rs.comm->world_size, 1e3 * seconds / steps,
                1e3 * rs.comm_wait_seconds / steps, 100.0 * rs.comm_wait_seconds / seconds);
+    progress lines = {.lines = rs.comm->rank == 0};
+    report_phases(&rs, &lines, 0);
     teardown(&rs);
     return CR_EXIT_OK;
 }

@@ -40,10 +40,18 @@ sys.exit(0 if worst <= 1e-5 else 1)
 PY
 }
 
-# 1. Invariance.
+# 1. Invariance (with the phase split and a timeline per rank on the way).
 for np in 1 2 4; do
-  run "$np" "$work/np$np" -o train.epochs=1 -o checkpoint.resume=none >"$work/np$np.log" 2>&1 \
+  run "$np" "$work/np$np" -o train.epochs=1 -o checkpoint.resume=none -o log.progress=lines \
+    -o log.timeline="$work/np$np/timeline.json" >"$work/np$np.log" 2>&1 \
     && ok || { fail "np=$np exited $?"; tail -5 "$work/np$np.log"; }
+done
+num='[0-9.]+ \[[0-9.]+\]'
+grep -qE "^  time per step [0-9.]+ ms \(mean over the ranks, \[max\]\): data $num, forward $num, backward $num, comm wait $num, optimizer $num$" \
+  "$work/np4.log" && ok || { fail "np=4: no phase line"; cat "$work/np4.log"; }
+for f in timeline.json timeline.json.rank1 timeline.json.rank2 timeline.json.rank3; do
+  python3 -c "import json, sys; e = json.load(open(sys.argv[1])); sys.exit(sum(x.get('name') == 'optimizer' for x in e) != 20)" \
+    "$work/np4/$f" && ok || fail "np=4: $f is not a timeline of 20 steps"
 done
 for np in 2 4; do
   losses_agree "$work/np$np" "$work/np1" 1 20 && ok || fail "np=$np losses differ from np=1"

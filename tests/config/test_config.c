@@ -296,6 +296,16 @@ static void test_digest(void) {
     cr_config_defaults(&b);
     b.data.std[2] = nextafterf(b.data.std[2], 1.0f);
     CHECK(cr_config_digest(&a) != cr_config_digest(&b), "one float ulp changes the digest");
+    /* Where the run writes and how it is watched are not the computation. */
+    cr_config_defaults(&b);
+    strcpy(b.log.dir, "elsewhere");
+    strcpy(b.data.dir, "/data/cifar");
+    b.checkpoint.resume = CR_RESUME_NONE;
+    b.log.every_steps = 7;
+    b.device.debug = 1;
+    CHECK(cr_config_digest(&a) == cr_config_digest(&b), "run-only keys leave the digest alone");
+    b.dist.sync_bn = !b.dist.sync_bn;
+    CHECK(cr_config_digest(&a) != cr_config_digest(&b), "dist.sync_bn changes the digest");
 }
 
 /* ------------------------------------------------------------------------

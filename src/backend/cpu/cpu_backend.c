@@ -7,6 +7,7 @@
 #include "cresnet/error.h"
 
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,23 @@ static void cpu_copy(cr_backend *be, void *dst, const void *src, size_t bytes) {
 
 static void cpu_synchronize(cr_backend *be) { (void)be; }
 
+/* The processor's model name from /proc/cpuinfo (Linux), and the threads. */
+static void cpu_describe(cr_backend *be, char *out, size_t len) {
+    (void)be;
+    char line[512], model[256] = "CPU";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) != 0 || !colon) continue;
+        snprintf(model, sizeof model, "%s", colon + 2);
+        model[strcspn(model, "\n")] = '\0';
+        break;
+    }
+    if (f) fclose(f);
+    int threads = omp_get_max_threads();
+    snprintf(out, len, "%s, %d thread%s", model, threads, threads == 1 ? "" : "s");
+}
+
 static void cpu_destroy(cr_backend *be) {
     cpu_context *ctx = cpu_ctx(be);
     dnnl_stream_destroy(ctx->stream);
@@ -55,6 +73,7 @@ static const cr_backend_ops cpu_ops = {
     .copy_to_device = cpu_copy,
     .copy_to_host = cpu_copy,
     .synchronize = cpu_synchronize,
+    .describe = cpu_describe,
     .conv_plan = cpu_conv_plan,
     .conv_plan_free = cpu_conv_plan_free,
     .conv_forward = cpu_conv_forward,

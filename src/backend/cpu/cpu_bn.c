@@ -104,7 +104,7 @@ void cpu_bn_apply(cr_backend *be, const cr_bn_view *bn, const float *x, const fl
         for (int c = 0; c < C; c++) {
             float v = xr[c] * scale[c] + offset[c];
             if (res) v += res[c];
-            if (relu) v = v > 0.0f ? v : 0.0f;
+            if (relu) v = v < 0.0f ? 0.0f : v; /* NaN stays NaN, as in torch.relu */
             yr[c] = v;
         }
     }

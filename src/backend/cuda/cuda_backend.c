@@ -14,6 +14,8 @@
 
 #include "cresnet/error.h"
 
+#include <nvtx3/nvToolsExt.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* ---- failures ---- */
@@ -103,6 +105,44 @@ double *cuda_partials(cr_backend *be, size_t count) {
     return grow(ctx, &ctx->partials, &ctx->partials_bytes, (count ? count : 1) * sizeof(double));
 }
 
+/* NVTX v3 is header-only: nothing to link, and the calls cost nothing
+ * unless a profiler such as Nsight Systems is attached. */
+static void cuda_range_push(cr_backend *be, const char *name) {
+    (void)be;
+    nvtxRangePushA(name);
+}
+
+static void cuda_range_pop(cr_backend *be) {
+    (void)be;
+    nvtxRangePop();
+}
+
+/* Page-locked, so that staging copies run at full PCIe/NVLink speed. */
+static void *cuda_host_alloc(cr_backend *be, size_t bytes) {
+    (void)be;
+    void *ptr = NULL;
+    CR_CUDA(cudaMallocHost(&ptr, bytes ? bytes : 1));
+    return ptr;
+}
+
+static void cuda_host_free(cr_backend *be, void *ptr) {
+    (void)be;
+    CR_CUDA(cudaFreeHost(ptr));
+}
+
+static int cuda_host_accessible(cr_backend *be, const void *ptr) {
+    (void)be;
+    struct cudaPointerAttributes attr;
+    CR_CUDA(cudaPointerGetAttributes(&attr, ptr));
+    return attr.type == cudaMemoryTypeHost || attr.type == cudaMemoryTypeUnregistered;
+}
+
+static void cuda_describe(cr_backend *be, char *out, size_t len) {
+    struct cudaDeviceProp prop;
+    CR_CUDA(cudaGetDeviceProperties(&prop, cuda_ctx(be)->device));
+    snprintf(out, len, "%s", prop.name);
+}
+
 /* ---- the table ---- */
 
 static void cuda_destroy(cr_backend *be) {
@@ -128,6 +168,12 @@ static const cr_backend_ops cuda_ops = {
     .copy_to_device = cuda_copy_to_device,
     .copy_to_host = cuda_copy_to_host,
     .synchronize = cuda_synchronize,
+    .range_push = cuda_range_push,
+    .range_pop = cuda_range_pop,
+    .describe = cuda_describe,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
+    .host_accessible = cuda_host_accessible,
     .conv_plan = cuda_conv_plan,
     .conv_plan_free = cuda_conv_plan_free,
     .conv_forward = cuda_conv_forward,

@@ -178,7 +178,7 @@ __global__ void bn_apply_kernel(cr_bn_view bn, const float *x, const float *resi
         const long i = r * C + c;
         float v = x[i] * scale + offset;
         if (residual) v += residual[i];
-        if (relu) v = v > 0.0f ? v : 0.0f;
+        if (relu) v = v < 0.0f ? 0.0f : v; /* NaN stays NaN, as in torch.relu */
         y[i] = v;
     }
 }
