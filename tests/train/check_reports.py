@@ -2,7 +2,7 @@
 """Checks a run's TensorBoard events, timeline and report against its metrics.
 
 usage: check_reports.py events RUN_DIR
-       check_reports.py timeline FILE STEPS
+       check_reports.py timeline FILE STEPS EPOCHS
        check_reports.py table REPORT_DIR RUN_DIR...
 
 events: the real tensorboard package reads RUN_DIR's event file; every epoch
@@ -11,7 +11,8 @@ test/loss, test/accuracy, lr, momentum, images_per_s at step = epoch) and
 every per-step record as train/step_loss (step = global step), equal to the
 printed value within its printed precision; and a copy with one flipped byte
 must lose records (so the CRCs are checked, hence right in the good file).
-timeline: FILE is JSON, and holds STEPS complete events of every step phase.
+timeline: FILE is JSON, and holds STEPS complete events of every step phase
+(data: one more per epoch, the call that finds the epoch over).
 table: REPORT_DIR/table1.md has one row per run whose final train and test
 accuracies equal the last epoch of the run's metrics.jsonl.
 Prints one line per failure; exit status 1 if any.
@@ -87,15 +88,14 @@ def check_events(run_dir):
     check(damaged < good, f"a flipped byte went unnoticed ({damaged} of {good} records read)")
 
 
-def check_timeline(path, steps):
+def check_timeline(path, steps, epochs):
     with open(path) as f:
         events = json.load(f)
     complete = [e for e in events if e.get("ph") == "X"]
     for phase in ("data", "forward", "backward", "comm wait", "optimizer"):
         n = sum(1 for e in complete if e["name"] == phase)
-        # data also runs once at each epoch's end, to find there is no next batch
-        want = (steps, steps + 64) if phase == "data" else (steps, steps)
-        check(want[0] <= n <= want[1], f"timeline: {n} '{phase}' events, expected {steps}")
+        want = steps + epochs if phase == "data" else steps
+        check(n == want, f"timeline: {n} '{phase}' events, expected {want}")
     check(all(e["dur"] >= 0 and e["ts"] >= 0 for e in complete), "timeline: negative times")
     check(any(e["name"] == "evaluate" for e in complete), "timeline: no evaluate event")
     print(f"timeline: {len(complete)} events")
@@ -121,7 +121,7 @@ if __name__ == "__main__":
     if what == "events":
         check_events(args[0])
     elif what == "timeline":
-        check_timeline(args[0], int(args[1]))
+        check_timeline(args[0], int(args[1]), int(args[2]))
     elif what == "table":
         check_table(args[0], args[1:])
     else:
