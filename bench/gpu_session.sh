@@ -316,15 +316,16 @@ full_data() { # d1 + d2..d4's parts -> the official six files, MD5-checked
 # ---- benchmarks ----
 
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" | tail -1; }
-declare -A ours theirs theirs_tf32
+declare -A ours ours_tf32 theirs theirs_tf32
 
-bench_cresnet() { # MODEL STEPS WARMUP
-  local log=$logs/bench_$1.log
-  stage "cresnet bench $1" 90 "$log" "$build/cresnet" bench -c "configs/resnet_$1.yaml" \
-    --steps "$2" --warmup "$3" -o device.type=cuda -o data.dir="$quick" \
-    -o log.dir="$runs/bench-$1" -o log.progress=lines
+bench_cresnet() { # MODEL STEPS WARMUP PRECISION
+  local log=$logs/bench_$4_$1.log v
+  stage "cresnet bench $4 $1" 90 "$log" "$build/cresnet" bench -c "configs/resnet_$1.yaml" \
+    --steps "$2" --warmup "$3" -o device.type=cuda -o data.dir="$quick" -o train.precision="$4" \
+    -o log.dir="$runs/bench-$4-$1" -o log.progress=lines
   grep -E '^bench:|time per step|error' "$log"
-  ours[$1]=$(sed -n 's/^bench: .*: \([0-9.]*\) images\/s total.*/\1/p' "$log")
+  v=$(sed -n 's/^bench: .*: \([0-9.]*\) images\/s total.*/\1/p' "$log")
+  if [ "$4" = fp32 ]; then ours[$1]=$v; else ours_tf32[$1]=$v; fi
 }
 
 bench_torch() { # MODEL STEPS WARMUP PRECISION LIMIT: PyTorch without our LD_LIBRARY_PATH
@@ -343,17 +344,17 @@ table() {
   {
     note "### cresnet (CUDA backend) vs PyTorch: training step, batch 128"
     note ""
-    note "${gpu:-unknown GPU}, $(date -u +%Y-%m-%d); cresnet: \`cresnet bench\` (loader with augmentation, fp32, no TF32);"
+    note "${gpu:-unknown GPU}, $(date -u +%Y-%m-%d); cresnet: \`cresnet bench\` (images resident on the GPU, augmented there: data.on_device auto);"
     note "PyTorch $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null): bench/torch_step.py (images on the GPU, channels_last, cudnn.benchmark)."
     note ""
-    note "| model | cresnet img/s | torch fp32 img/s | ratio | torch tf32 img/s | ratio |"
-    note "| --- | ---: | ---: | ---: | ---: | ---: |"
+    note "| model | cresnet fp32 img/s | torch fp32 img/s | ratio | cresnet tf32 img/s | torch tf32 img/s | ratio |"
+    note "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     for m in small medium large; do
-      local a=${ours[$m]:-} b=${theirs[$m]:-} c=${theirs_tf32[$m]:-}
+      local a=${ours[$m]:-} b=${theirs[$m]:-} c=${ours_tf32[$m]:-} d=${theirs_tf32[$m]:-}
       local r1=— r2=—
       [ -n "$a" ] && [ -n "$b" ] && r1=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2fx", a / b }')
-      [ -n "$a" ] && [ -n "$c" ] && r2=$(awk -v a="$a" -v b="$c" 'BEGIN { printf "%.2fx", a / b }')
-      note "| $m | ${a:-—} | ${b:-—} | $r1 | ${c:-—} | $r2 |"
+      [ -n "$c" ] && [ -n "$d" ] && r2=$(awk -v a="$c" -v b="$d" 'BEGIN { printf "%.2fx", a / b }')
+      note "| $m | ${a:-—} | ${b:-—} | $r1 | ${c:-—} | ${d:-—} | $r2 |"
     done
   } >"$OUT/table.md"
 }
@@ -378,12 +379,13 @@ mode_bench() {
   grep -E 'relative error|model step|FAIL|SKIPPED|passed|failed|tests passed|Not Run|Timeout' \
     "$logs/ctest_gpu.log" | sed 's/^[0-9]*: //' | tail -40
   quick_data || return 1
-  for m in small medium large; do bench_cresnet "$m" "${steps[$m]}" $((steps[$m] / 10)); done
+  for m in small medium large; do bench_cresnet "$m" "${steps[$m]}" $((steps[$m] / 10)) fp32; done
   for m in small medium large; do bench_torch "$m" "${steps[$m]}" 20 fp32 120; done
   table
   stage "CPU tests (golden, unit)" 150 "$logs/ctest_cpu.log" ctest --test-dir "$build" \
     -L 'golden|unit' -E 'test_data|bad_inputs|slurm|fuzz' -j 8 --timeout 120
   grep -E 'tests passed|Failed|\*\*\*' "$logs/ctest_cpu.log" | tail -15
+  for m in small medium large; do bench_cresnet "$m" "${steps[$m]}" $((steps[$m] / 10)) tf32; done
   for m in small medium large; do bench_torch "$m" "${steps[$m]}" 20 tf32 90; done
   table
 }

@@ -46,6 +46,53 @@ typedef struct {
     const float *gamma, *beta;  /* [C] each */
 } cr_bn_view;
 
+/* The arithmetic of a backend's convolutions and GEMMs: fp32 throughout,
+ * or TF32 tensor cores (inputs rounded to a 10-bit mantissa, products
+ * accumulated in fp32; everything else stays fp32). */
+typedef enum { CR_MATH_FP32, CR_MATH_TF32 } cr_math;
+
+/* Code both compilers build: the C one and nvcc, for host and device. */
+#ifdef __CUDACC__
+#define CR_HOST_DEVICE __host__ __device__
+#else
+#define CR_HOST_DEVICE
+#endif
+
+/* One augmented 32x32 image in integer form: the data module's augmentation
+ * (crop with zero padding, flip, rotation exactly as PIL) with its random
+ * draws made and the rotation turned into PIL's 16.16 fixed-point affine
+ * map (data.h: cr_augment_transform). A backend that holds the uint8 images
+ * builds a batch from these without any floating-point geometry, so every
+ * backend picks the same source pixels. */
+typedef struct {
+    int32_t sample;         /* which image of the resident set */
+    int32_t pad;            /* zero padding before the crop */
+    int32_t crop_x, crop_y; /* the crop's corner in the padded image, 0..2*pad */
+    int32_t flip;           /* mirror left-right after the crop */
+    int32_t rotate;         /* 0: no rotation, fix[] unused */
+    int32_t fix[6];         /* a0..a5 of PIL's affine_fixed, output -> cropped pixel */
+} cr_image_transform;
+
+/* The source of output pixel (x, y): y*32 + x offset into one plane of the
+ * image in file layout, or -1 where the output is 0 (padding, or outside
+ * the rotated image). PIL accumulates a2 += a1 per row and xx += a0 per
+ * column in int; the closed form here is the same integer sum. */
+static inline CR_HOST_DEVICE int cr_image_transform_source(const cr_image_transform *t, int x,
+                                                           int y) {
+    if (t->rotate) {
+        int32_t xx = t->fix[2] + y * t->fix[1] + x * t->fix[0];
+        int32_t yy = t->fix[5] + y * t->fix[4] + x * t->fix[3];
+        if (xx < 0 || yy < 0) return -1;
+        x = xx >> 16;
+        y = yy >> 16;
+        if (x >= 32 || y >= 32) return -1;
+    }
+    /* (x, y) in the cropped, flipped image -> the original. */
+    int sx = (t->flip ? 31 - x : x) + t->crop_x - t->pad, sy = y + t->crop_y - t->pad;
+    if (sx < 0 || sx >= 32 || sy < 0 || sy >= 32) return -1;
+    return sy * 32 + sx;
+}
+
 /* Momentum SGD, the update of torch.optim.SGD. With momentum buffers that
  * start at zero it equals PyTorch's first step (buffer = gradient) only when
  * dampening is 0, which is what the trainer uses. */
@@ -79,6 +126,17 @@ typedef struct {
     void *(*host_alloc)(cr_backend *be, size_t bytes);
     void (*host_free)(cr_backend *be, void *ptr);
     int (*host_accessible)(cr_backend *be, const void *ptr);
+    /* 1 where alloc returns memory the host cannot use (a GPU's): there the
+     * trainer keeps the images on the device and augments them with
+     * augment_batch by default. */
+    int device_memory;
+    /* Optional (NULL: batches are built on the host). images[i] (NHWC) =
+     * (v/255 - mean[c]) / std[c], v the pixel transforms[i] selects from the
+     * uint8 images in file layout at `pixels` (0 where it selects none).
+     * pixels and transforms are device memory. */
+    void (*augment_batch)(cr_backend *be, const uint8_t *pixels,
+                          const cr_image_transform *transforms, int n, const float mean[3],
+                          const float std[3], float *images);
 
     /* Convolution without bias. Plans are made once per shape and reused.
      * backward_weight overwrites dw. */
@@ -162,9 +220,10 @@ cr_backend *cr_backend_cpu_create(int num_threads);
 
 /* The CUDA backend (src/backend/cuda): these exist only when built with
  * CRESNET_CUDA, which also defines CRESNET_HAVE_CUDA. */
-/* CUDA device `device` (0-based); exits with a usage error when there is no
- * such device or it is older than compute capability 8.0. */
-cr_backend *cr_backend_cuda_create(int device);
+/* CUDA device `device` (0-based) computing with `math`; exits with a usage
+ * error when there is no such device or it is older than compute
+ * capability 8.0. */
+cr_backend *cr_backend_cuda_create(int device, cr_math math);
 /* Visible CUDA devices; 0 when there is none or no driver (not an error). */
 int cr_cuda_device_count(void);
 /* The backend's CUDA stream (a cudaStream_t), on which all its ops run in

@@ -31,6 +31,8 @@ typedef enum { CR_CYCLIC_TRIANGULAR, CR_CYCLIC_TRIANGULAR2, CR_CYCLIC_EXP_RANGE 
 typedef enum { CR_DIST_AUTO, CR_DIST_NONE, CR_DIST_MPI, CR_DIST_NCCL } cr_dist_backend;
 typedef enum { CR_DEVICE_AUTO, CR_DEVICE_CPU, CR_DEVICE_CUDA } cr_device_type;
 typedef enum { CR_RESUME_AUTO, CR_RESUME_NONE, CR_RESUME_PATH } cr_resume_mode;
+/* data.on_device: the uint8 images in the backend's memory, augmented there. */
+typedef enum { CR_ON_DEVICE_AUTO, CR_ON_DEVICE_TRUE, CR_ON_DEVICE_FALSE } cr_on_device;
 typedef enum { CR_PROGRESS_AUTO, CR_PROGRESS_BAR, CR_PROGRESS_LINES, CR_PROGRESS_OFF } cr_progress;
 
 typedef struct {
@@ -47,6 +49,7 @@ typedef struct {
         float mean[3], std[3]; /* std > 0 */
         int train_limit;       /* 0 = all */
         int num_threads;       /* loader threads, 0 = automatic */
+        cr_on_device on_device;
     } data;
     struct {
         int epochs;     /* >= 1 */

@@ -12,10 +12,15 @@
  * flip, rotation with torchvision RandomRotation semantics: nearest, fill 0)
  * whose randomness is Philox keyed by (seed, epoch, sample index), so a
  * sample's augmentation does not depend on the rank or thread that makes it.
- * Worker threads build the next batches while the caller computes.
- * Not here: devices (the caller uploads the host batch). */
+ * Worker threads build the next batches while the caller computes: either
+ * the images themselves, or, for a backend that keeps the uint8 images in
+ * its own memory (backend.h: augment_batch), only each image's
+ * cr_image_transform, which the backend applies.
+ * Not here: devices (the caller uploads the batch or its transforms). */
 #ifndef CRESNET_DATA_H
 #define CRESNET_DATA_H
+
+#include "cresnet/backend.h"
 
 #include <stdint.h>
 
@@ -51,6 +56,12 @@ typedef struct {
 void cr_augment_image(const uint8_t *planes, const cr_augment *aug, uint64_t seed, int epoch,
                       uint64_t sample, float *out);
 
+/* The same augmentation of the same sample with its draws made and its
+ * geometry in integer form, for a backend's augment_batch: applied to the
+ * sample's image it gives exactly cr_augment_image's floats. */
+cr_image_transform cr_augment_transform(const cr_augment *aug, uint64_t seed, int epoch,
+                                        uint64_t sample);
+
 /* perm[0..n) = a permutation of 0..n-1 that depends only on (seed, epoch). */
 void cr_epoch_permutation(uint64_t seed, int epoch, int n, int *perm);
 
@@ -58,8 +69,9 @@ typedef struct {
     int epoch, step; /* step: batch index within the epoch */
     int global_size; /* images in the global batch */
     int size;        /* images in this rank's slice */
-    float *images;   /* [size][32][32][3], owned by the loader */
+    float *images;   /* [size][32][32][3], owned by the loader; NULL with transforms_only */
     int32_t *labels; /* [size] */
+    cr_image_transform *transforms; /* [size] with transforms_only, else NULL */
 } cr_batch;
 
 typedef struct cr_loader cr_loader;
@@ -72,7 +84,8 @@ typedef struct {
     int batch_size;            /* global */
     int rank, world_size;
     uint64_t seed;
-    int num_threads; /* worker threads, 0 = automatic */
+    int num_threads;     /* worker threads, 0 = automatic */
+    int transforms_only; /* batches carry transforms instead of images */
 } cr_loader_args;
 
 cr_loader *cr_loader_create(const cr_loader_args *args);

@@ -56,6 +56,7 @@ static const char *const mode_names[] = {"triangular", "triangular2", "exp_range
 static const char *const dist_names[] = {"auto", "none", "mpi", "nccl", NULL};
 static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
 static const char *const progress_names[] = {"auto", "bar", "lines", "off", NULL};
+static const char *const on_device_names[] = {"auto", "true", "false", NULL};
 
 /* KEY_ENUM fields are read and written as int. */
 _Static_assert(sizeof(cr_precision) == sizeof(int), "enum size");
@@ -65,6 +66,7 @@ _Static_assert(sizeof(cr_dist_backend) == sizeof(int), "enum size");
 _Static_assert(sizeof(cr_device_type) == sizeof(int), "enum size");
 _Static_assert(sizeof(cr_resume_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(cr_progress) == sizeof(int), "enum size");
+_Static_assert(sizeof(cr_on_device) == sizeof(int), "enum size");
 
 /* offsetof that only compiles when the field has type T (arrays as pointers),
  * so a table row cannot point a float key at an int field. */
@@ -109,6 +111,7 @@ static const key_spec keys[] = {
     FLOAT3("data.std", data.std, 0, HUGE_VAL, 1),
     INT("data.train_limit", data.train_limit, 0, INT_MAX),
     INT("data.num_threads", data.num_threads, 0, 1024),
+    ENUM("data.on_device", data.on_device, on_device_names),
 
     INT("train.epochs", train.epochs, 1, INT_MAX),
     INT("train.batch_size", train.batch_size, 1, INT_MAX),
@@ -983,8 +986,8 @@ void cr_config_write(const cr_config *cfg, FILE *out) {
  * what it computes: a resumed run may change them (a requeued job's new
  * log.dir, resume: auto) and still be the same run. */
 static int is_run_only(const char *path) {
-    static const char *const prefixes[] = {"log.", "checkpoint.", "data.dir", "data.num_threads",
-                                           "device.debug"};
+    static const char *const prefixes[] = {
+        "log.", "checkpoint.", "data.dir", "data.num_threads", "data.on_device", "device.debug"};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
         if (strncmp(path, prefixes[i], strlen(prefixes[i])) == 0) return 1;
     return 0;

@@ -135,13 +135,21 @@ static void rotate_scale(const uint8_t *in, const double m[6], uint8_t *out) {
     }
 }
 
+/* PIL's coefficients for affine_fixed: the matrix rounded to 16.16 fixed
+ * point, the translation moved to the first output pixel's centre. */
+static void fixed_coefficients(const double m[6], int32_t a[6]) {
+    a[0] = pil_fix(m[0]), a[1] = pil_fix(m[1]), a[3] = pil_fix(m[3]), a[4] = pil_fix(m[4]);
+    a[2] = pil_fix(m[2] + m[0] * 0.5 + m[1] * 0.5);
+    a[5] = pil_fix(m[5] + m[3] * 0.5 + m[4] * 0.5);
+}
+
 /* PIL's affine_fixed: the matrix maps output pixel centres to input
  * coordinates; in 16.16 fixed point, input pixel = floor(coordinate). The
  * accumulation is integer, hence exact. */
 static void rotate_fixed(const uint8_t *in, const double m[6], uint8_t *out) {
-    int a0 = pil_fix(m[0]), a1 = pil_fix(m[1]), a3 = pil_fix(m[3]), a4 = pil_fix(m[4]);
-    int a2 = pil_fix(m[2] + m[0] * 0.5 + m[1] * 0.5);
-    int a5 = pil_fix(m[5] + m[3] * 0.5 + m[4] * 0.5);
+    int32_t a[6];
+    fixed_coefficients(m, a);
+    int a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
     for (int y = 0; y < SIDE; y++, a2 += a1, a5 += a4) {
         int xx = a2, yy = a5;
         for (int x = 0; x < SIDE; x++, xx += a0, yy += a3) {
@@ -166,21 +174,30 @@ static void rotate_fixed(const uint8_t *in, const double m[6], uint8_t *out) {
  * floor(m3*(x+.5) + m4*(y+.5) + m5)), with the coefficients rounded to
  * 1/65536 and summed incrementally in 16.16 fixed point as PIL does; samples
  * outside the image stay 0. Positive angles turn the picture
- * counter-clockwise as displayed (y down). */
-static void rotate_pil(const uint8_t *in, double angle, uint8_t *out) {
+ * counter-clockwise as displayed (y down).
+ * Returns the quarter turns (0..3) where PIL takes a transpose, else -1
+ * with the matrix in m. */
+static int rotation_matrix(double angle, double m[6]) {
     double a = python_mod(angle, 360.0);
-    if (a == 0.0 || a == 90.0 || a == 180.0 || a == 270.0) {
-        rotate_right_angle(in, (int)(a / 90.0), out);
-        return;
-    }
+    if (a == 0.0 || a == 90.0 || a == 180.0 || a == 270.0) return (int)(a / 90.0);
     const double deg_to_rad = 3.14159265358979323846 / 180.0;
     double r = -(a * deg_to_rad);
     /* round(-sin r, 15) = -round(sin r, 15): half-to-even is symmetric. */
     double c = round15(cos(r)), s = round15(sin(r));
-    double m[6] = {c, s, 0.0, -s, c, 0.0};
+    m[0] = c, m[1] = s, m[2] = 0.0, m[3] = -s, m[4] = c, m[5] = 0.0;
     double m2 = m[0] * -16.0 + m[1] * -16.0 + m[2], m5 = m[3] * -16.0 + m[4] * -16.0 + m[5];
     m[2] = m2 + 16.0;
     m[5] = m5 + 16.0;
+    return -1;
+}
+
+static void rotate_pil(const uint8_t *in, double angle, uint8_t *out) {
+    double m[6];
+    int quarter_turns = rotation_matrix(angle, m);
+    if (quarter_turns >= 0) {
+        rotate_right_angle(in, quarter_turns, out);
+        return;
+    }
     memset(out, 0, AREA * 3);
     if (m[1] == 0.0 && m[3] == 0.0)
         rotate_scale(in, m, out);
@@ -198,6 +215,46 @@ void augment_apply(const uint8_t *planes, const augment_params *p, uint8_t *out)
     uint8_t cropped[AREA * 3];
     crop_flip(planes, p, cropped);
     rotate_pil(cropped, p->angle, out);
+}
+
+/* The transposes as fixed-point maps, output (x, y) -> input (xin, yin):
+ * ROTATE_90 reads (31-y, x), ROTATE_180 (31-x, 31-y), ROTATE_270 (y, 31-x);
+ * +1/2 (32768) lands inside the pixel so that floor is exact. */
+static void right_angle_coefficients(int quarter_turns, int32_t a[6]) {
+    enum { ONE = 65536, HALF = 32768, LAST = 31 * ONE + HALF };
+    static const int32_t table[4][6] = {
+        {ONE, 0, HALF, 0, ONE, HALF},
+        {0, -ONE, LAST, ONE, 0, HALF},
+        {-ONE, 0, LAST, 0, -ONE, LAST},
+        {0, ONE, HALF, -ONE, 0, LAST},
+    };
+    memcpy(a, table[quarter_turns], sizeof table[0]);
+}
+
+cr_image_transform augment_transform(const augment_params *p, int32_t sample) {
+    cr_image_transform t = {
+        .sample = sample, .pad = p->pad, .crop_x = p->crop_x, .crop_y = p->crop_y, .flip = p->flip};
+    if (p->angle == 0.0) return t;
+    t.rotate = 1;
+    double m[6];
+    int quarter_turns = rotation_matrix(p->angle, m);
+    if (quarter_turns >= 0) {
+        right_angle_coefficients(quarter_turns, t.fix);
+        return t;
+    }
+    /* PIL's scale path runs where the rounded sine is 0, so the rounded
+     * cosine is exactly +-1 and m2, m5 are 0 or 32: per axis x -> x or
+     * 31 - x, which the fixed-point map gives too. */
+    if (m[1] == 0.0 && m[3] == 0.0) CR_ASSERT((m[0] == 1.0 || m[0] == -1.0) && m[4] == m[0]);
+    fixed_coefficients(m, t.fix);
+    return t;
+}
+
+cr_image_transform cr_augment_transform(const cr_augment *aug, uint64_t seed, int epoch,
+                                        uint64_t sample) {
+    CR_ASSERT(sample <= INT32_MAX);
+    augment_params p = augment_draw(aug, seed, epoch, sample);
+    return augment_transform(&p, (int32_t)sample);
 }
 
 void cr_augment_image(const uint8_t *planes, const cr_augment *aug, uint64_t seed, int epoch,

@@ -30,4 +30,8 @@ augment_params augment_draw(const cr_augment *aug, uint64_t seed, int epoch, uin
  * NEAREST, expand=False, fillcolor=0) on the 32x32 RGB image. */
 void augment_apply(const uint8_t *planes, const augment_params *p, uint8_t *out);
 
+/* The same augmentation in integer form (backend.h's cr_image_transform):
+ * cr_image_transform_source over every pixel gives augment_apply's image. */
+cr_image_transform augment_transform(const augment_params *p, int32_t sample);
+
 #endif

@@ -4,8 +4,9 @@
  * epoch's permutation of the first N' samples (or file order), N' the limit
  * (or all samples);
  * rank r of R takes its contiguous slice [r*n/R, (r+1)*n/R) of the n images.
- * Each image is cr_augment_image of its sample index, so the bytes of a batch
- * never depend on which thread built it, or when.
+ * Each image is cr_augment_image of its sample index (or, transforms_only,
+ * its cr_augment_transform), so the bytes of a batch never depend on which
+ * thread built it, or when.
  *
  * A ring of slots: step k of the epoch lives in slot k % slots. Workers claim
  * steps in order while the step's slot is free; the caller takes them in
@@ -32,8 +33,9 @@ typedef struct {
     int step, epoch;
     uint64_t generation;
     int global_size, size;
-    int *samples; /* [size] dataset indices, copied at claim time */
-    float *images;
+    int *samples;                   /* [size] dataset indices, copied at claim time */
+    float *images;                  /* NULL with transforms_only */
+    cr_image_transform *transforms; /* NULL without */
     int32_t *labels;
 } slot;
 
@@ -87,9 +89,14 @@ static void build_batch(const cr_loader *l, slot *s) {
     const cr_cifar_set *set = l->args.set;
     for (int i = 0; i < s->size; i++) {
         int idx = s->samples[i];
+        s->labels[i] = set->labels[idx];
+        if (s->transforms) {
+            s->transforms[i] =
+                cr_augment_transform(&l->augment, l->args.seed, s->epoch, (uint64_t)idx);
+            continue;
+        }
         cr_augment_image(set->pixels + (size_t)idx * CR_CIFAR_PIXELS, &l->augment, l->args.seed,
                          s->epoch, (uint64_t)idx, s->images + (size_t)i * CR_CIFAR_PIXELS);
-        s->labels[i] = set->labels[idx];
     }
 }
 
@@ -140,7 +147,11 @@ static void alloc_slots(cr_loader *l) {
     for (int i = 0; i < l->num_slots; i++) {
         slot *s = &l->slots[i];
         s->samples = cr_malloc((size_t)l->max_slice * sizeof(int), "loader samples");
-        s->images = cr_malloc((size_t)l->max_slice * CR_CIFAR_PIXELS * sizeof(float), "batch");
+        size_t n = (size_t)l->max_slice;
+        if (l->args.transforms_only)
+            s->transforms = cr_malloc(n * sizeof(cr_image_transform), "batch transforms");
+        else
+            s->images = cr_malloc(n * CR_CIFAR_PIXELS * sizeof(float), "batch");
         s->labels = cr_malloc((size_t)l->max_slice * sizeof(int32_t), "batch labels");
     }
 }
@@ -228,7 +239,8 @@ int cr_loader_next(cr_loader *l, cr_batch *batch) {
                         .global_size = s->global_size,
                         .size = s->size,
                         .images = s->images,
-                        .labels = s->labels};
+                        .labels = s->labels,
+                        .transforms = s->transforms};
     PT_CHECK(pthread_mutex_unlock(&l->mutex));
     return 1;
 }
@@ -246,6 +258,7 @@ void cr_loader_free(cr_loader *l) {
     for (int i = 0; i < l->num_slots; i++) {
         free(l->slots[i].samples);
         free(l->slots[i].images);
+        free(l->slots[i].transforms);
         free(l->slots[i].labels);
     }
     free(l->slots);

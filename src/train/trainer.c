@@ -81,6 +81,10 @@ typedef struct {
     cr_loader *train_loader, *test_loader;
     float *images;   /* device, one rank's batch */
     int32_t *labels; /* device */
+    /* data.on_device: the sets' uint8 images and a batch's transforms, on
+     * the device; NULL when batches are built on the host. */
+    uint8_t *train_pixels, *test_pixels;
+    cr_image_transform *transforms;
     int32_t *predicted_host;
     float *stop_flag; /* device [1]: the ranks' vote on stopping, summed */
     int local_batch;
@@ -105,7 +109,11 @@ static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
                      "local rank %d has no GPU: this node has %d (one rank per GPU; "
                      "dist.backend: mpi lets ranks share a GPU)",
                      comm->local_rank, gpus);
-        return cr_backend_cuda_create(comm->local_rank % gpus);
+        if (cfg->train.precision == CR_PRECISION_BF16)
+            cr_fatal(CR_EXIT_USAGE, "train.precision",
+                     "bf16 is not implemented yet (fp32 and tf32 are)");
+        cr_math math = cfg->train.precision == CR_PRECISION_TF32 ? CR_MATH_TF32 : CR_MATH_FP32;
+        return cr_backend_cuda_create(comm->local_rank % gpus, math);
     }
 #else
     (void)comm;
@@ -113,6 +121,9 @@ static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
         cr_fatal(CR_EXIT_USAGE, "device.type",
                  "cuda requested, but this build has no CUDA backend");
 #endif
+    if (cfg->train.precision != CR_PRECISION_FP32)
+        cr_fatal(CR_EXIT_USAGE, "train.precision", "%s needs a GPU; the CPU backend computes fp32",
+                 cfg->train.precision == CR_PRECISION_TF32 ? "tf32" : "bf16");
     return cr_backend_cpu_create(0);
 }
 
@@ -177,6 +188,17 @@ static void agree_with_rank0(run_state *rs) {
     comm->ops->broadcast(comm, cr_model_buffers(rs->model), l->buffer_count * sizeof(float), 0);
 }
 
+/* data.on_device: auto keeps the images where the compute is when that is
+ * not the host's memory (a GPU: no per-step upload of float images). */
+static int data_on_device(const cr_config *cfg, const cr_backend *be) {
+    if (cfg->data.on_device == CR_ON_DEVICE_FALSE) return 0;
+    if (cfg->data.on_device == CR_ON_DEVICE_AUTO && !be->ops->device_memory) return 0;
+    if (!be->ops->augment_batch)
+        cr_fatal(CR_EXIT_USAGE, "data.on_device", "the %s backend cannot augment batches",
+                 be->ops->name);
+    return 1;
+}
+
 static cr_loader *loader_for(run_state *rs, const cr_cifar_set *set, const cr_augment *aug,
                              int training) {
     const cr_config *cfg = rs->cfg;
@@ -188,8 +210,17 @@ static cr_loader *loader_for(run_state *rs, const cr_cifar_set *set, const cr_au
                            .rank = rs->comm->rank,
                            .world_size = rs->comm->world_size,
                            .seed = cfg->train.seed,
-                           .num_threads = cfg->data.num_threads};
+                           .num_threads = cfg->data.num_threads,
+                           .transforms_only = data_on_device(cfg, rs->be)};
     return cr_loader_create(&args);
+}
+
+/* The images a loader uses, uploaded once as uint8 (file layout). */
+static uint8_t *resident_pixels(cr_backend *be, const cr_cifar_set *set, const cr_loader *loader) {
+    size_t bytes = (size_t)cr_loader_images(loader) * CR_CIFAR_PIXELS;
+    uint8_t *pixels = be->ops->alloc(be, bytes);
+    be->ops->copy_to_device(be, pixels, set->pixels, bytes);
+    return pixels;
 }
 
 /* A last, partial global batch smaller than the number of ranks would leave
@@ -251,6 +282,13 @@ static void setup(run_state *rs, const cr_config *cfg, int with_train_data) {
     rs->images = rs->be->ops->alloc(rs->be, pixels * sizeof(float));
     rs->labels = rs->be->ops->alloc(rs->be, (size_t)rs->local_batch * sizeof(int32_t));
     rs->predicted_host = cr_malloc((size_t)rs->local_batch * sizeof(int32_t), "train");
+    if (data_on_device(cfg, rs->be)) {
+        rs->test_pixels = resident_pixels(rs->be, &rs->test_set, rs->test_loader);
+        if (rs->train_loader)
+            rs->train_pixels = resident_pixels(rs->be, &rs->train_set, rs->train_loader);
+        rs->transforms =
+            rs->be->ops->alloc(rs->be, (size_t)rs->local_batch * sizeof(cr_image_transform));
+    }
     rs->stop_flag = rs->be->ops->alloc(rs->be, sizeof(float));
     if (cfg->checkpoint.dir[0])
         snprintf(rs->checkpoint_dir, sizeof rs->checkpoint_dir, "%s", cfg->checkpoint.dir);
@@ -270,16 +308,31 @@ static void teardown(run_state *rs) {
     rs->be->ops->free(rs->be, rs->images);
     rs->be->ops->free(rs->be, rs->labels);
     rs->be->ops->free(rs->be, rs->stop_flag);
+    if (rs->transforms) {
+        rs->be->ops->free(rs->be, rs->transforms);
+        rs->be->ops->free(rs->be, rs->test_pixels);
+        if (rs->train_pixels) rs->be->ops->free(rs->be, rs->train_pixels);
+    }
     free(rs->predicted_host);
     cr_model_free(rs->model);
     rs->comm->ops->destroy(rs->comm);
     rs->be->ops->destroy(rs->be);
 }
 
-static void upload(run_state *rs, const cr_batch *b) {
-    rs->be->ops->copy_to_device(rs->be, rs->images, b->images,
+/* A batch into rs->images and rs->labels: its floats uploaded, or, with
+ * data on the device, its transforms uploaded and applied there to the
+ * resident images `pixels`. */
+static void upload(run_state *rs, const cr_batch *b, const uint8_t *pixels, const cr_augment *aug) {
+    cr_backend *be = rs->be;
+    be->ops->copy_to_device(be, rs->labels, b->labels, (size_t)b->size * sizeof(int32_t));
+    if (!b->transforms) {
+        be->ops->copy_to_device(be, rs->images, b->images,
                                 (size_t)b->size * CR_CIFAR_PIXELS * sizeof(float));
-    rs->be->ops->copy_to_device(rs->be, rs->labels, b->labels, (size_t)b->size * sizeof(int32_t));
+        return;
+    }
+    be->ops->copy_to_device(be, rs->transforms, b->transforms,
+                            (size_t)b->size * sizeof(cr_image_transform));
+    be->ops->augment_batch(be, pixels, rs->transforms, b->size, aug->mean, aug->std, rs->images);
 }
 
 /* Sums over the ranks of (loss, correct, count) and, for evaluation, the
@@ -313,7 +366,7 @@ static tally evaluate(run_state *rs) {
     cr_batch b;
     cr_loader_start(rs->test_loader, 0, 0);
     while (cr_loader_next(rs->test_loader, &b)) {
-        upload(rs, &b);
+        upload(rs, &b, rs->test_pixels, &rs->test_augment);
         cr_forward_result r =
             cr_model_forward(rs->model, rs->images, rs->labels, b.size, 0, 0.0f, rs->comm);
         rs->be->ops->copy_to_host(rs->be, rs->predicted_host, r.predicted,
@@ -594,7 +647,7 @@ static void buckets_wait(run_state *rs, grad_buckets *gb) {
 static int next_batch(run_state *rs, cr_loader *loader, cr_batch *b) {
     phase_begin(&rs->clock, PHASE_DATA);
     int more = cr_loader_next(loader, b);
-    if (more) upload(rs, b);
+    if (more) upload(rs, b, rs->train_pixels, &rs->train_augment);
     phase_end(&rs->clock);
     return more;
 }

@@ -4,6 +4,7 @@
  * differences of a random projection of their output. */
 #include "check.h"
 #include "cresnet/backend.h"
+#include "cresnet/data.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -291,6 +292,38 @@ static void test_sgd(cr_backend *be) {
     }
 }
 
+/* ---- batch augmentation ---- */
+
+/* augment_batch on resident uint8 images equals the host loader's
+ * cr_augment_image bit for bit: same pixels (crops, flips, rotations of
+ * every kind at +-40 degrees), same normalisation. */
+static void test_augment_batch(cr_backend *be) {
+    enum { COUNT = 9, N = 24 };
+    const cr_augment aug = {.crop_padding = 3,
+                            .hflip = 1,
+                            .rotate_deg = 40,
+                            .mean = {0.4914f, 0.4822f, 0.4465f},
+                            .std = {0.2470f, 0.2435f, 0.2616f}};
+    uint8_t *pixels = malloc(COUNT * CR_CIFAR_PIXELS);
+    for (int i = 0; i < COUNT * CR_CIFAR_PIXELS; i++)
+        pixels[i] = (uint8_t)(cr_rng_u32(3, 80, (uint64_t)i) >> 24);
+    cr_image_transform transforms[N];
+    float *got = floats((size_t)N * CR_CIFAR_PIXELS), *want = floats((size_t)N * CR_CIFAR_PIXELS);
+    int rotated = 0;
+    for (int i = 0; i < N; i++) {
+        int sample = (i * 7) % COUNT;
+        transforms[i] = cr_augment_transform(&aug, 11, 2, (uint64_t)sample);
+        rotated += transforms[i].rotate;
+        cr_augment_image(pixels + (size_t)sample * CR_CIFAR_PIXELS, &aug, 11, 2, (uint64_t)sample,
+                         want + (size_t)i * CR_CIFAR_PIXELS);
+    }
+    be->ops->augment_batch(be, pixels, transforms, N, aug.mean, aug.std, got);
+    CHECK(rotated > N / 2, "most transforms rotate (%d of %d)", rotated, N);
+    CHECK(memcmp(got, want, (size_t)N * CR_CIFAR_PIXELS * sizeof(float)) == 0,
+          "augment_batch = cr_augment_image bit for bit");
+    free(pixels), free(got), free(want);
+}
+
 int main(void) {
     cr_backend *be = cr_backend_cpu_create(0);
     test_conv(be, cr_conv_shape_make(2, 8, 8, 3, 16, 3, 1, 1));
@@ -309,6 +342,7 @@ int main(void) {
     test_linear(be);
     test_softmax_xent(be);
     test_sgd(be);
+    test_augment_batch(be);
     be->ops->destroy(be);
     return check_finish();
 }

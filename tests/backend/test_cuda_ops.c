@@ -1,6 +1,7 @@
 /* The CUDA backend against the CPU backend (itself tested against plain
- * references in test_cpu_ops.c): every op on the same random inputs, then
- * one whole training step of the small model on each backend.
+ * references in test_cpu_ops.c): every op on the same random inputs, the
+ * batch augmentation bit for bit, then one whole training step of each
+ * model on each backend; the same for TF32 math with wider bounds.
  *
  * Each op is fed the CPU backend's inputs (statistics, sums, ReLU outputs),
  * so an error shows in the op that makes it rather than in the ones after.
@@ -11,6 +12,7 @@
  * passes. */
 #include "check.h"
 #include "cresnet/backend.h"
+#include "cresnet/data.h"
 #include "cresnet/model.h"
 
 #include <stdlib.h>
@@ -18,9 +20,17 @@
 
 #define OP_TOL 1e-4
 
+/* The GPU backend under test beside the CPU reference: fp32, held to
+ * OP_TOL, or TF32 (inputs of convolutions and GEMMs rounded to 10 mantissa
+ * bits, ~5e-4 relative each), held to TF32_TOL on those ops. */
 typedef struct {
     cr_backend *cpu, *gpu;
+    double tol;        /* convolutions and GEMMs */
+    double step_scale; /* widens the whole-step bounds */
+    const char *label;
 } backends;
+
+#define TF32_TOL 1e-2
 
 static float *floats(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
 
@@ -142,16 +152,16 @@ static void test_conv(const backends *b, cr_conv_shape s, int misaligned) {
     gpu->ops->conv_plan_free(gpu, plan);
 
     char what[160];
-    snprintf(what, sizeof what, "conv %dx%d s%d %d->%d on %dx%d batch %d%s", s.kernel, s.kernel,
-             s.stride, s.in_c, s.out_c, s.in_h, s.in_w, s.batch,
+    snprintf(what, sizeof what, "%sconv %dx%d s%d %d->%d on %dx%d batch %d%s", b->label, s.kernel,
+             s.kernel, s.stride, s.in_c, s.out_c, s.in_h, s.in_w, s.batch,
              misaligned ? " (4-byte aligned)" : "");
     char part[200];
     snprintf(part, sizeof part, "%s forward", what);
-    expect_close(gpu, d_y, y, ny, OP_TOL, part);
+    expect_close(gpu, d_y, y, ny, b->tol, part);
     snprintf(part, sizeof part, "%s backward-data", what);
-    expect_close(gpu, d_dx, dx, nx, OP_TOL, part);
+    expect_close(gpu, d_dx, dx, nx, b->tol, part);
     snprintf(part, sizeof part, "%s backward-weight", what);
-    expect_close(gpu, d_dw, dw, nw, OP_TOL, part);
+    expect_close(gpu, d_dw, dw, nw, b->tol, part);
 
     for (int i = 0; i < 6; i++) gpu->ops->free(gpu, bases[i]);
     gpu->ops->free(gpu, junk);
@@ -328,14 +338,18 @@ static void test_linear(const backends *b) {
     float *d_db = garbage(gpu, out);
     gpu->ops->linear_forward(gpu, d_x, d_w, d_b, batch, in, out, d_y);
     gpu->ops->linear_backward(gpu, d_x, d_w, d_dy, batch, in, out, d_dx, d_dw, d_db);
-    expect_close(gpu, d_y, y, ny, OP_TOL, "linear forward");
-    expect_close(gpu, d_dx, dx, nx, OP_TOL, "linear dx");
-    expect_close(gpu, d_dw, dw, nw, OP_TOL, "linear dw");
+    char what[64];
+    snprintf(what, sizeof what, "%slinear forward", b->label);
+    expect_close(gpu, d_y, y, ny, b->tol, what);
+    snprintf(what, sizeof what, "%slinear dx", b->label);
+    expect_close(gpu, d_dx, dx, nx, b->tol, what);
+    snprintf(what, sizeof what, "%slinear dw", b->label);
+    expect_close(gpu, d_dw, dw, nw, b->tol, what);
     expect_close(gpu, d_db, db, out, OP_TOL, "linear db");
     /* dx NULL: the first layer's input needs no gradient. */
     gpu->ops->copy_to_device(gpu, d_dw, dx, nw * sizeof(float)); /* anything but dw */
     gpu->ops->linear_backward(gpu, d_x, d_w, d_dy, batch, in, out, NULL, d_dw, d_db);
-    expect_close(gpu, d_dw, dw, nw, OP_TOL, "linear dw (dx NULL)");
+    expect_close(gpu, d_dw, dw, nw, b->tol, "linear dw (dx NULL)");
     float *device[] = {d_x, d_w, d_b, d_dy, d_y, d_dx, d_dw, d_db};
     for (int i = 0; i < 8; i++) gpu->ops->free(gpu, device[i]);
     free(x), free(w), free(bias), free(dy), free(y), free(dx), free(dw), free(db);
@@ -416,6 +430,47 @@ static void test_scale(const backends *b) {
     free(x);
 }
 
+/* ---- batch augmentation on the device ---- */
+
+/* The kernel on resident uint8 images against the host loader's
+ * cr_augment_image: bit for bit, rotations included (the geometry is
+ * integer, the normalisation IEEE-rounded on both). 200 images of 50
+ * samples, so every image of the batch reads another image's pixels. */
+static void test_augment_batch(const backends *b) {
+    enum { COUNT = 50, N = 200 };
+    const cr_augment aug = {.crop_padding = 2,
+                            .hflip = 1,
+                            .rotate_deg = 5,
+                            .mean = {0.4914f, 0.4822f, 0.4465f},
+                            .std = {0.2470f, 0.2435f, 0.2616f}};
+    const size_t image_floats = CR_CIFAR_PIXELS, all = (size_t)N * image_floats;
+    uint8_t *pixels = malloc((size_t)COUNT * CR_CIFAR_PIXELS);
+    for (size_t i = 0; i < (size_t)COUNT * CR_CIFAR_PIXELS; i++)
+        pixels[i] = (uint8_t)(cr_rng_u32(3, 81, i) >> 24);
+    cr_image_transform transforms[N];
+    float *want = floats(all);
+    for (int i = 0; i < N; i++) {
+        int sample = (i * 13) % COUNT;
+        transforms[i] = cr_augment_transform(&aug, 17, 6, (uint64_t)sample);
+        cr_augment_image(pixels + (size_t)sample * CR_CIFAR_PIXELS, &aug, 17, 6, (uint64_t)sample,
+                         want + (size_t)i * image_floats);
+    }
+    uint8_t *d_pixels = upload(b->gpu, pixels, (size_t)COUNT * CR_CIFAR_PIXELS);
+    cr_image_transform *d_transforms = upload(b->gpu, transforms, sizeof transforms);
+    float *d_images = garbage(b->gpu, all);
+    b->gpu->ops->augment_batch(b->gpu, d_pixels, d_transforms, N, aug.mean, aug.std, d_images);
+    float *got = download(b->gpu, d_images, all);
+    size_t differ = 0;
+    for (size_t i = 0; i < all; i++) differ += memcmp(&got[i], &want[i], sizeof(float)) != 0;
+    CHECK(differ == 0,
+          "augment_batch on the GPU = cr_augment_image bit for bit (%zu of %zu "
+          "floats differ)",
+          differ, all);
+    b->gpu->ops->free(b->gpu, d_pixels), b->gpu->ops->free(b->gpu, d_transforms);
+    b->gpu->ops->free(b->gpu, d_images);
+    free(pixels), free(want), free(got);
+}
+
 /* ---- a whole training step ---- */
 
 /* Per tensor and over all parameters; returns the overall relative error. */
@@ -436,17 +491,19 @@ static double compare_params(const cr_model_layout *l, const float *got, const f
     return all;
 }
 
-/* The small model on both backends from the same seed and batch: forward
+/* A model on both backends from the same seed and batch: forward
  * (training), backward, SGD, then an evaluation forward. The whole step is
  * held to 1e-3 rather than 1e-4: rounding differences (~1e-7 per op) pass
  * through a dozen layers forward and back, BatchNorm's backward subtracts
  * means (cancellation raises the relative error of small gradients), and a
  * ReLU input within rounding of 0 may fall on different sides on the two
  * backends, switching that element's gradient on or off. */
-static void test_model_step(const backends *b) {
+static void test_model_step(const backends *b, const char *preset) {
     cr_backend *cpu = b->cpu, *gpu = b->gpu;
     cr_model_desc desc;
-    CHECK(cr_model_preset("small", &desc) == 0, "small preset");
+    CHECK(cr_model_preset(preset, &desc) == 0, "%s preset", preset);
+    const double k = b->step_scale;
+    printf("-- %s%s --\n", b->label, preset);
     const int batch = 16;
     cr_model *mc = cr_model_create(cpu, &desc, batch, 7);
     cr_model *mg = cr_model_create(gpu, &desc, batch, 7);
@@ -461,18 +518,18 @@ static void test_model_step(const backends *b) {
 
     cr_forward_result rc = cr_model_forward(mc, images, labels, batch, 1, 1.0f / batch, NULL);
     cr_forward_result rg = cr_model_forward(mg, d_images, d_labels, batch, 1, 1.0f / batch, NULL);
-    CHECK_CLOSE(rg.loss_sum, rc.loss_sum, 1e-4, 1e-6, "model training loss");
+    CHECK_CLOSE(rg.loss_sum, rc.loss_sum, 1e-4 * k, 1e-6, "model training loss");
     printf("model step: loss %.7g (cpu) %.7g (gpu), correct %d (cpu) %d (gpu)\n", rc.loss_sum,
            rg.loss_sum, rc.correct, rg.correct);
     expect_close(gpu, cr_model_logits(mg), cr_model_logits(mc), (size_t)batch * CR_NUM_CLASSES,
-                 1e-3, "model logits");
-    expect_close(gpu, cr_model_buffers(mg), cr_model_buffers(mc), l->buffer_count, 1e-4,
+                 1e-3 * k, "model logits");
+    expect_close(gpu, cr_model_buffers(mg), cr_model_buffers(mc), l->buffer_count, 1e-4 * k,
                  "model running statistics");
 
     cr_model_backward(mc, NULL, NULL);
     cr_model_backward(mg, NULL, NULL);
     float *grads = download(gpu, cr_model_grads(mg), l->param_count);
-    compare_params(l, grads, cr_model_grads(mc), 1e-3, 1e-2, "model gradients");
+    compare_params(l, grads, cr_model_grads(mc), 1e-3 * k, 1e-2 * k, "model gradients");
 
     const cr_sgd_args sgd = {.lr = 0.1f, .momentum = 0.9f, .weight_decay = 5e-4f, .nesterov = 1};
     cpu->ops->sgd_step(cpu, cr_model_params(mc), cr_model_grads(mc), cr_model_momentum(mc),
@@ -480,11 +537,12 @@ static void test_model_step(const backends *b) {
     gpu->ops->sgd_step(gpu, cr_model_params(mg), cr_model_grads(mg), cr_model_momentum(mg),
                        l->param_count, &sgd);
     float *params = download(gpu, cr_model_params(mg), l->param_count);
-    compare_params(l, params, cr_model_params(mc), 1e-4, 1e-2, "model parameters after SGD");
+    compare_params(l, params, cr_model_params(mc), 1e-4 * k, 1e-2 * k,
+                   "model parameters after SGD");
 
     rc = cr_model_forward(mc, images, labels, batch, 0, 0.0f, NULL);
     rg = cr_model_forward(mg, d_images, d_labels, batch, 0, 0.0f, NULL);
-    CHECK_CLOSE(rg.loss_sum, rc.loss_sum, 1e-3, 1e-6, "model evaluation loss");
+    CHECK_CLOSE(rg.loss_sum, rc.loss_sum, 1e-3 * k, 1e-6, "model evaluation loss");
 
     gpu->ops->free(gpu, d_images), gpu->ops->free(gpu, d_labels);
     free(images), free(grads), free(params);
@@ -497,7 +555,8 @@ int main(void) {
         printf("SKIPPED: no CUDA device\n");
         return 0;
     }
-    backends b = {cr_backend_cpu_create(0), cr_backend_cuda_create(0)};
+    backends b = {cr_backend_cpu_create(0), cr_backend_cuda_create(0, CR_MATH_FP32), OP_TOL, 1.0,
+                  ""};
     test_memory(&b);
     const cr_conv_shape shapes[] = {
         cr_conv_shape_make(2, 8, 8, 3, 16, 3, 1, 1),   cr_conv_shape_make(3, 8, 8, 16, 16, 3, 1, 1),
@@ -520,7 +579,20 @@ int main(void) {
     test_softmax_xent(&b);
     test_sgd(&b);
     test_scale(&b);
-    test_model_step(&b);
+    test_augment_batch(&b);
+    test_model_step(&b, "small");
+    test_model_step(&b, "medium");
+    test_model_step(&b, "large");
+
+    /* TF32: the ops it changes, and a whole step within 20x the fp32 bounds. */
+    backends tf32 = {b.cpu, cr_backend_cuda_create(0, CR_MATH_TF32), TF32_TOL, 20.0, "tf32 "};
+    test_conv(&tf32, shapes[1], 0);
+    test_conv(&tf32, cr_conv_shape_make(8, 16, 16, 64, 64, 3, 1, 1), 0);
+    test_conv(&tf32, shapes[6], 0);
+    test_linear(&tf32);
+    test_model_step(&tf32, "small");
+    test_model_step(&tf32, "large");
+    tf32.gpu->ops->destroy(tf32.gpu);
     b.gpu->ops->destroy(b.gpu);
     b.cpu->ops->destroy(b.cpu);
     return check_finish();

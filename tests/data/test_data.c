@@ -294,6 +294,64 @@ static void test_crop_flip_by_hand(const cr_cifar_set *set) {
     CHECK(ok, "crop (4, 1) of padding 2, flipped");
 }
 
+/* ---- the integer form of the augmentation (backend.h) ---- */
+
+static void apply_transform(const uint8_t *planes, const cr_image_transform *t, uint8_t *out) {
+    for (int y = 0; y < 32; y++)
+        for (int x = 0; x < 32; x++) {
+            int src = cr_image_transform_source(t, x, y);
+            for (int c = 0; c < 3; c++)
+                out[(y * 32 + x) * 3 + c] = src < 0 ? 0 : planes[c * 1024 + src];
+        }
+}
+
+static int transform_matches_apply(const uint8_t *planes, const augment_params *p) {
+    uint8_t want[IMG], got[IMG];
+    augment_apply(planes, p, want);
+    cr_image_transform t = augment_transform(p, 0);
+    apply_transform(planes, &t, got);
+    return memcmp(want, got, IMG) == 0;
+}
+
+/* Every path of PIL's rotation (transposes, the scale path of a sine that
+ * rounds to 0, the fixed-point path) and drawn parameters: the transform
+ * picks exactly augment_apply's pixels, so a backend applying it on its
+ * own images builds the CPU path's batch. */
+static void test_transform(const cr_cifar_set *set) {
+    const double angles[] = {0,           90, 180,  270, -90, 360,     450,    1e-14, -1e-14,
+                             180 + 1e-13, 45, -3.7, 5,   -5,  179.999, -179.5, 0.0001};
+    int ok = 1, rotated_differs = 0;
+    for (size_t a = 0; a < sizeof angles / sizeof angles[0]; a++)
+        for (int k = 0; k < 8; k++) {
+            augment_params p = {.pad = k % 3,
+                                .crop_x = k % 3 ? k % 5 % (2 * (k % 3) + 1) : 0,
+                                .crop_y = k % 3 ? 1 : 0,
+                                .flip = k & 1,
+                                .angle = angles[a]};
+            const uint8_t *planes = set->pixels + (size_t)(a * 8 + k) * IMG;
+            int same = transform_matches_apply(planes, &p);
+            if (!same) fprintf(stderr, "  angle %g, case %d differs\n", angles[a], k);
+            ok &= same;
+        }
+    CHECK(ok, "transform = augment_apply at right angles, near-zero sines, arbitrary angles");
+
+    const cr_augment wide = {.crop_padding = 4, .hflip = 1, .rotate_deg = 180};
+    const cr_augment *augs[] = {&AUG, &wide};
+    int drawn_ok = 1;
+    for (int g = 0; g < 2; g++)
+        for (int s = 0; s < 3000; s++) {
+            augment_params p = augment_draw(augs[g], 5, 3, (uint64_t)s);
+            const uint8_t *planes = set->pixels + (size_t)(s % set->count) * IMG;
+            drawn_ok &= transform_matches_apply(planes, &p);
+            cr_image_transform t = cr_augment_transform(augs[g], 5, 3, (uint64_t)s);
+            cr_image_transform u = augment_transform(&p, s);
+            drawn_ok &= memcmp(&t, &u, sizeof t) == 0 && t.sample == s;
+            rotated_differs |= t.rotate && (t.fix[0] != 65536 || t.fix[1] != 0);
+        }
+    CHECK(drawn_ok, "transform = augment_apply on 6,000 drawn parameter sets");
+    CHECK(rotated_differs, "the drawn transforms include real rotations");
+}
+
 /* Byte equality with torchvision + PIL on the fixture's explicit params. */
 static void test_fixture(const cr_cifar_set *set, const char *fixture_dir) {
     char path[1024];
@@ -403,6 +461,34 @@ static int matches_reference(const cr_cifar_set *set, const cr_augment *aug, con
     }
     free(img);
     return ok;
+}
+
+/* transforms_only: the same batches (order, slices, labels) carrying each
+ * sample's cr_augment_transform instead of its floats. */
+static void test_loader_transforms(const cr_cifar_set *set) {
+    cr_loader_args a = loader_args(set, &AUG, 1, 1000, 96, 1, 3, 2);
+    a.transforms_only = 1;
+    cr_loader *l = cr_loader_create(&a);
+    int *order = malloc((size_t)set->count * sizeof(int));
+    cr_epoch_permutation(42, 4, 1000, order);
+    cr_loader_start(l, 4, 0);
+    cr_batch b;
+    int ok = 1, batches = 0;
+    while (cr_loader_next(l, &b)) {
+        int n = b.global_size, first = b.step * 96 + n / 3; /* rank 1's slice */
+        ok &= b.images == NULL && b.transforms != NULL && b.size == 2 * n / 3 - n / 3;
+        for (int i = 0; ok && i < b.size; i++) {
+            int sample = order[first + i];
+            cr_image_transform want = cr_augment_transform(&AUG, 42, 4, (uint64_t)sample);
+            ok &= memcmp(&want, &b.transforms[i], sizeof want) == 0;
+            ok &= b.labels[i] == set->labels[sample];
+        }
+        batches++;
+    }
+    CHECK(ok && batches == 11, "transforms_only batches carry the slice's transforms (%d)",
+          batches);
+    cr_loader_free(l);
+    free(order);
 }
 
 static void test_loader_order(const cr_cifar_set *set) {
@@ -546,9 +632,11 @@ int main(int argc, char **argv) {
     test_augment_image(&set);
     test_crop_flip_by_hand(&set);
     test_fixture(&set, argv[2]);
+    test_transform(&set);
     test_loader_order(&set);
     test_loader_ranks(&set);
     test_loader_restart(&set);
+    test_loader_transforms(&set);
     cr_cifar_free(&set);
     return check_finish();
 }

@@ -7,6 +7,8 @@
 #     alone is five epochs long;
 #  2. resume is exact: 1 epoch, then resumed to 2, ends with bitwise the same
 #     weights, momentum and statistics as 2 epochs straight (on a subset);
+#     The same with the images resident in the backend and augmented there
+#     (data.on_device: true) ends bitwise equal too;
 #  3. preemption: SIGUSR1 mid-epoch writes a checkpoint and exits 75; the
 #     resumed run ends bitwise equal to the straight one;
 #  4. a damaged checkpoint is refused with exit 4 and a NaN loss stops the run
@@ -43,6 +45,17 @@ subset=("${common[@]}" -o data.train_limit=1024 -o train.batch_size=64)
 grep -q "resumed from .*epoch_0001" "$work/resume.log" && ok || fail "second half did not resume"
 python3 "$root/tests/train/compare_checkpoints.py" "$work/straight/checkpoints/epoch_0002.safetensors" \
   "$work/resumed/checkpoints/epoch_0002.safetensors" && ok || fail "resumed run differs from straight run"
+
+# 2b. Images resident in the backend's memory and augmented there
+#     (data.on_device, the GPU default) train bitwise as the host loader:
+#     same weights, same test loss and accuracy.
+"$cresnet" train -c "$cfg" "${subset[@]}" -o train.epochs=2 -o data.on_device=true \
+  -o log.dir="$work/on_device" >/dev/null 2>&1 || fail "on_device run"
+python3 "$root/tests/train/compare_checkpoints.py" "$work/straight/checkpoints/epoch_0002.safetensors" \
+  "$work/on_device/checkpoints/epoch_0002.safetensors" && ok || fail "data.on_device run differs"
+test_metrics() { sed 's/.*\("train_loss".*"test_acc": [0-9.]*\).*/\1/' "$1/metrics.jsonl"; }
+[ -n "$(test_metrics "$work/straight")" ] && [ "$(test_metrics "$work/straight")" = "$(test_metrics "$work/on_device")" ] \
+  && ok || fail "data.on_device metrics differ: $(test_metrics "$work/on_device")"
 
 # 3. Preemption mid-epoch.
 "$cresnet" train -c "$cfg" "${subset[@]}" -o train.epochs=2 -o log.every_steps=1 \

@@ -38,6 +38,27 @@ static void cpu_copy(cr_backend *be, void *dst, const void *src, size_t bytes) {
 
 static void cpu_synchronize(cr_backend *be) { (void)be; }
 
+/* The expression of cr_augment_image, so both paths give the same bits. */
+static void cpu_augment_batch(cr_backend *be, const uint8_t *pixels,
+                              const cr_image_transform *transforms, int n, const float mean[3],
+                              const float std[3], float *images) {
+    (void)be;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) {
+        const cr_image_transform *t = &transforms[i];
+        const uint8_t *planes = pixels + (size_t)t->sample * 3072;
+        float *out = images + (size_t)i * 3072;
+        for (int y = 0; y < 32; y++)
+            for (int x = 0; x < 32; x++) {
+                int src = cr_image_transform_source(t, x, y);
+                for (int c = 0; c < 3; c++) {
+                    float v = src < 0 ? 0.0f : (float)planes[c * 1024 + src];
+                    out[(y * 32 + x) * 3 + c] = (v / 255.0f - mean[c]) / std[c];
+                }
+            }
+    }
+}
+
 /* The processor's model name from /proc/cpuinfo (Linux), and the threads. */
 static void cpu_describe(cr_backend *be, char *out, size_t len) {
     (void)be;
@@ -74,6 +95,7 @@ static const cr_backend_ops cpu_ops = {
     .copy_to_host = cpu_copy,
     .synchronize = cpu_synchronize,
     .describe = cpu_describe,
+    .augment_batch = cpu_augment_batch,
     .conv_plan = cpu_conv_plan,
     .conv_plan_free = cpu_conv_plan_free,
     .conv_forward = cpu_conv_forward,

@@ -30,6 +30,7 @@ typedef struct cuda_conv_cache cuda_conv_cache;
 
 typedef struct {
     int device;
+    cr_math math;        /* CR_MATH_TF32: tensor-core engines and GEMMs allowed */
     cudaStream_t stream; /* every op of the backend runs on it, in order */
     cudnnHandle_t cudnn;
     cublasHandle_t cublas;
@@ -123,6 +124,10 @@ void cuda_softmax_xent(cr_backend *be, const float *logits, const int32_t *label
 void cuda_sgd_step(cr_backend *be, float *params, const float *grads, float *momentum_buf, size_t n,
                    const cr_sgd_args *args);
 void cuda_scale(cr_backend *be, float *x, size_t n, float alpha);
+
+/* ---- cuda_kernels.cu: data ---- */
+void cuda_augment_batch(cr_backend *be, const uint8_t *pixels, const cr_image_transform *transforms,
+                        int n, const float mean[3], const float std[3], float *images);
 
 #ifdef __cplusplus
 }

@@ -174,6 +174,8 @@ static const cr_backend_ops cuda_ops = {
     .host_alloc = cuda_host_alloc,
     .host_free = cuda_host_free,
     .host_accessible = cuda_host_accessible,
+    .device_memory = 1,
+    .augment_batch = cuda_augment_batch,
     .conv_plan = cuda_conv_plan,
     .conv_plan_free = cuda_conv_plan_free,
     .conv_forward = cuda_conv_forward,
@@ -228,11 +230,12 @@ static void check_device(int device) {
                  prop.name, prop.major, prop.minor);
 }
 
-cr_backend *cr_backend_cuda_create(int device) {
+cr_backend *cr_backend_cuda_create(int device, cr_math math) {
     check_device(device);
     CR_CUDA(cudaSetDevice(device));
     cuda_context *ctx = cr_calloc(1, sizeof *ctx, "cuda backend");
     ctx->device = device;
+    ctx->math = math;
     /* Non-blocking: the stream never waits on the legacy default stream
      * that libraries or other code might use. */
     CR_CUDA(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
@@ -240,9 +243,10 @@ cr_backend *cr_backend_cuda_create(int device) {
     CR_CUDNN(cudnnSetStream(ctx->cudnn, ctx->stream));
     CR_CUBLAS(cublasCreate(&ctx->cublas));
     CR_CUBLAS(cublasSetStream(ctx->cublas, ctx->stream));
-    /* Plain fp32 GEMMs: no TF32 tensor-core rounding (not done yet), so the
-     * linear layer matches the CPU backend to fp32 rounding. */
-    CR_CUBLAS(cublasSetMathMode(ctx->cublas, CUBLAS_DEFAULT_MATH));
+    /* fp32: plain GEMMs, so the linear layer matches the CPU backend to fp32
+     * rounding; tf32: cuBLAS may round the inputs for tensor cores. */
+    CR_CUBLAS(cublasSetMathMode(ctx->cublas, math == CR_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                  : CUBLAS_DEFAULT_MATH));
     cr_backend *be = cr_calloc(1, sizeof *be, "cuda backend");
     be->ops = &cuda_ops;
     be->context = ctx;

@@ -4,10 +4,13 @@
  * convolution operation over NHWC activations and KRSC filters (= our OHWI).
  * cuDNN's heuristics (mode A, then the fallback list) rank engine
  * configurations; the first acceptable one that finalizes into an execution
- * plan is kept. Acceptable means fp32 arithmetic throughout: engines noted as
- * tensor-core (TF32 on float data), down-converting or reducing in lower
- * precision are skipped, so results match the CPU backend to fp32 rounding;
- * among those, deterministic engines are preferred.
+ * plan is kept. Acceptable means, with CR_MATH_FP32, fp32 arithmetic
+ * throughout: engines noted as tensor-core (TF32 on float data),
+ * down-converting or reducing in lower precision are skipped, so results
+ * match the CPU backend to fp32 rounding. CR_MATH_TF32 also accepts the
+ * tensor-core engines (TF32 inputs, fp32 accumulation), never the
+ * down-converting or reduced-precision ones. Among the acceptable engines,
+ * deterministic ones are preferred, then the heuristic's order.
  *
  * Execution plans are made on first use and kept in a cache in the context,
  * keyed by (shape, pass, alignment): layers of one shape share a plan, and a
@@ -20,7 +23,7 @@
  * parameter buffer) and, only when a call needs it, for 4-byte aligned ones:
  * a weight at an odd float offset of the parameter buffer is legal.
  *
- * Not here: TF32 or bf16 convolutions, autotuning (timing several engines),
+ * Not here: bf16 convolutions, autotuning (timing several engines),
  * fusing BatchNorm into the convolution, CUDA graphs. */
 #include "cuda.h"
 
@@ -201,7 +204,7 @@ enum { ENGINE_REJECTED, ENGINE_DETERMINISTIC, ENGINE_NONDETERMINISTIC };
 
 /* What the engine's numerical notes say about a configuration. One whose
  * notes cannot be read is passed over like one with unwanted notes. */
-static int engine_kind(cudnnBackendDescriptor_t config) {
+static int engine_kind(cudnnBackendDescriptor_t config, cr_math math) {
     cudnnBackendDescriptor_t engine = descriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
     cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
     int64_t engines = 0, count = 0;
@@ -217,6 +220,8 @@ static int engine_kind(cudnnBackendDescriptor_t config) {
     for (int64_t i = 0; i < count && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; i++) {
         switch (notes[i]) {
         case CUDNN_NUMERICAL_NOTE_TENSOR_CORE: /* on float data: TF32 */
+            if (math == CR_MATH_TF32) break;
+            return ENGINE_REJECTED;
         case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
         case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION: return ENGINE_REJECTED;
         case CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC: kind = ENGINE_NONDETERMINISTIC; break;
@@ -240,7 +245,7 @@ static cudnnBackendDescriptor_t try_plan(cudnnHandle_t handle, cudnnBackendDescr
 /* Walks the heuristic's list: deterministic engines first, then the rest.
  * On success the chosen configuration is moved to *config (the caller owns
  * it); every other one is destroyed. */
-static cudnnBackendDescriptor_t plan_from_heuristic(cudnnHandle_t handle,
+static cudnnBackendDescriptor_t plan_from_heuristic(cudnnHandle_t handle, cr_math math,
                                                     cudnnBackendDescriptor_t graph,
                                                     cudnnBackendHeurMode_t mode,
                                                     cudnnBackendDescriptor_t *config) {
@@ -248,7 +253,7 @@ static cudnnBackendDescriptor_t plan_from_heuristic(cudnnHandle_t handle,
     cudnnBackendDescriptor_t *configs = heuristic_configs(graph, mode, &count);
     cudnnBackendDescriptor_t plan = NULL;
     int *kinds = cr_calloc(count > 0 ? (size_t)count : 1, sizeof *kinds, "cuDNN heuristics");
-    for (int64_t i = 0; i < count; i++) kinds[i] = engine_kind(configs[i]);
+    for (int64_t i = 0; i < count; i++) kinds[i] = engine_kind(configs[i], math);
     const int preference[] = {ENGINE_DETERMINISTIC, ENGINE_NONDETERMINISTIC};
     for (int p = 0; p < 2 && !plan; p++) {
         for (int64_t i = 0; i < count && !plan; i++) {
@@ -273,7 +278,7 @@ static void entry_own(cache_entry *e, cudnnBackendDescriptor_t desc) {
     e->owned[e->num_owned++] = desc;
 }
 
-static void entry_build(cache_entry *e, cudnnHandle_t handle) {
+static void entry_build(cache_entry *e, cudnnHandle_t handle, cr_math math) {
     const cr_conv_shape *s = &e->shape;
     int64_t align = alignment_bytes[e->alignment];
     cudnnBackendDescriptor_t x = tensor(UID_X, s->batch, s->in_c, s->in_h, s->in_w, align);
@@ -288,13 +293,14 @@ static void entry_build(cache_entry *e, cudnnHandle_t handle) {
     const cudnnBackendHeurMode_t modes[] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
     cudnnBackendDescriptor_t config = NULL, plan = NULL;
     for (size_t m = 0; m < sizeof modes / sizeof modes[0] && !plan; m++)
-        plan = plan_from_heuristic(handle, graph, modes[m], &config);
+        plan = plan_from_heuristic(handle, math, graph, modes[m], &config);
     if (!plan)
         cr_fatal(CR_EXIT_INTERNAL, "cuDNN",
-                 "no fp32 engine for the %s pass of a %dx%d stride-%d convolution %d->%d on "
+                 "no %s engine for the %s pass of a %dx%d stride-%d convolution %d->%d on "
                  "%dx%dx%d (batch %d, %lld-byte aligned)",
-                 pass_names[e->pass], s->kernel, s->kernel, s->stride, s->in_c, s->out_c, s->in_h,
-                 s->in_w, s->in_c, s->batch, (long long)align);
+                 math == CR_MATH_TF32 ? "fp32/tf32" : "fp32", pass_names[e->pass], s->kernel,
+                 s->kernel, s->stride, s->in_c, s->out_c, s->in_h, s->in_w, s->in_c, s->batch,
+                 (long long)align);
     entry_own(e, config);
     int64_t count = 0;
     CR_CUDNN(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
@@ -324,7 +330,7 @@ static conv_exec cached_plan(cuda_context *ctx, const cr_conv_shape *s, int pass
     e->shape = *s;
     e->pass = pass;
     e->alignment = alignment;
-    entry_build(e, ctx->cudnn);
+    entry_build(e, ctx->cudnn, ctx->math);
     cache->count++;
     return e->exec;
 }

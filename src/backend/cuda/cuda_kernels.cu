@@ -1,6 +1,7 @@
 /* The CUDA backend's own kernels: BatchNorm (statistics, apply, backward),
  * global average pooling, the linear layer (cuBLAS GEMMs and a bias kernel),
- * softmax cross-entropy, SGD and scale. Same semantics, formulas and operation
+ * softmax cross-entropy, SGD and scale, and the batch augmentation of
+ * images resident on the device. Same semantics, formulas and operation
  * order as the CPU backend (src/backend/cpu), which the tests compare against.
  *
  * Layout: an activation is [rows, C] (NHWC). The BatchNorm kernels give a
@@ -311,6 +312,32 @@ __global__ void scale_kernel(float *x, size_t n, float alpha) {
     if (i < n) x[i] *= alpha;
 }
 
+/* ---- data ---- */
+
+struct channel_constants {
+    float mean[3], std[3];
+};
+
+/* One thread per output pixel, its three channels. The integer transform
+ * picks the source pixel exactly as on the host (backend.h), and the
+ * normalisation is cr_augment_image's expression with each operation
+ * rounded as IEEE (__fdiv_rn, __fsub_rn: no fast-math reciprocal), so the
+ * batch equals the CPU path's bit for bit. */
+__global__ void augment_batch_kernel(const uint8_t *pixels, const cr_image_transform *transforms,
+                                     int n, channel_constants k, float *images) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)n * 1024) return;
+    const long image = i / 1024;
+    const int x = (int)(i % 32), y = (int)(i / 32 % 32);
+    const cr_image_transform t = transforms[image];
+    const int src = cr_image_transform_source(&t, x, y);
+    const uint8_t *planes = pixels + (size_t)t.sample * 3072;
+    for (int c = 0; c < 3; c++) {
+        const float v = src < 0 ? 0.0f : (float)planes[c * 1024 + src];
+        images[i * 3 + c] = __fdiv_rn(__fsub_rn(__fdiv_rn(v, 255.0f), k.mean[c]), k.std[c]);
+    }
+}
+
 } // namespace
 
 /* ---- the ops ---- */
@@ -432,6 +459,15 @@ void cuda_sgd_step(cr_backend *be, float *params, const float *grads, float *mom
     if (n == 0) return;
     LAUNCH(sgd_kernel, blocks_for(n, THREADS), THREADS, stream_of(be), params, grads, momentum_buf,
            n, *args);
+}
+
+void cuda_augment_batch(cr_backend *be, const uint8_t *pixels, const cr_image_transform *transforms,
+                        int n, const float mean[3], const float std[3], float *images) {
+    if (n <= 0) return;
+    channel_constants k;
+    for (int c = 0; c < 3; c++) k.mean[c] = mean[c], k.std[c] = std[c];
+    LAUNCH(augment_batch_kernel, blocks_for((size_t)n * 1024, THREADS), THREADS, stream_of(be),
+           pixels, transforms, n, k, images);
 }
 
 void cuda_scale(cr_backend *be, float *x, size_t n, float alpha) {
