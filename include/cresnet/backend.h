@@ -99,7 +99,13 @@ static inline CR_HOST_DEVICE int cr_image_transform_source(const cr_image_transf
 typedef struct {
     float lr, momentum, dampening, weight_decay;
     int nesterov;
+    /* NULL, or backend memory holding {lr, momentum}, read when the step
+     * runs in place of the two fields: a recorded step (graph_begin) then
+     * takes each step's schedule from there. */
+    const float *schedule;
 } cr_sgd_args;
+
+typedef struct cr_graph cr_graph; /* a backend's recorded sequence of ops */
 
 typedef struct {
     const char *name;
@@ -130,6 +136,18 @@ typedef struct {
      * trainer keeps the images on the device and augments them with
      * augment_batch by default. */
     int device_memory;
+    /* Optional (NULL: every op runs as it is called). Between graph_begin
+     * and graph_end the ops are recorded, not run; graph_end returns the
+     * recording, or NULL when the backend could not make one (nothing
+     * recorded has run: the caller runs the ops again itself). graph_launch
+     * runs the recorded ops again on the same pointers, reading what the
+     * buffers hold by then. Never recorded: synchronize, copies to or from
+     * the host, and allocations. (CUDA graphs: the launches of a training
+     * step cost one launch.) */
+    void (*graph_begin)(cr_backend *be);
+    cr_graph *(*graph_end)(cr_backend *be);
+    void (*graph_launch)(cr_backend *be, cr_graph *graph);
+    void (*graph_free)(cr_backend *be, cr_graph *graph);
     /* Optional (NULL: batches are built on the host). images[i] (NHWC) =
      * (v/255 - mean[c]) / std[c], v the pixel transforms[i] selects from the
      * uint8 images in file layout at `pixels` (0 where it selects none).

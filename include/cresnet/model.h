@@ -129,6 +129,13 @@ typedef struct {
 cr_forward_result cr_model_forward(cr_model *m, const float *images, const int32_t *labels,
                                    int batch, int training, float grad_scale, cr_comm *comm);
 
+/* cr_model_forward in two halves: the pass, queued on the backend without
+ * waiting for it or reading anything back (so that, on one rank, it can be
+ * recorded in a backend graph), and its result, which waits for it. */
+void cr_model_forward_enqueue(cr_model *m, const float *images, const int32_t *labels, int batch,
+                              int training, float grad_scale, cr_comm *comm);
+cr_forward_result cr_model_result(cr_model *m);
+
 /* Told during the backward pass that grads[first .. param_count) are final:
  * parameters are laid out in forward order and the backward pass finishes
  * them from the end, so `first` only decreases. */

@@ -1,20 +1,16 @@
 # The NCCL communicator (comm_nccl.c): device buffers of the CUDA backend,
-# bootstrapped and aborted through the MPI communicator, hence built only
-# when CRESNET_NCCL, CRESNET_CUDA and CRESNET_MPI are all enabled. Included
-# by the top level after the CUDA backend; sets CRESNET_NCCL_BUILT for
-# tests/.
+# bootstrapped and aborted through a host communicator: MPI for several
+# ranks; without MPI it is built for one process only (dist.backend: nccl
+# over the single-process communicator, which is how a GPU machine without
+# MPI still runs it). Built when CRESNET_NCCL and CRESNET_CUDA are enabled.
+# Included by the top level after the CUDA backend; sets CRESNET_NCCL_BUILT
+# for tests/.
 set(CRESNET_NCCL_BUILT OFF)
-if(CRESNET_NCCL_ENABLED AND CRESNET_CUDA_ENABLED AND NOT CRESNET_MPI_ENABLED)
-  if(CRESNET_NCCL STREQUAL "ON")
-    message(FATAL_ERROR "CRESNET_NCCL=ON needs MPI (CRESNET_MPI) for NCCL's bootstrap")
-  endif()
-  message(STATUS "cresnet: NCCL communicator not built: it needs MPI for its bootstrap")
-endif()
-
-if(CRESNET_NCCL_ENABLED AND CRESNET_CUDA_ENABLED AND CRESNET_MPI_ENABLED)
+if(CRESNET_NCCL_ENABLED AND CRESNET_CUDA_ENABLED)
   # NCCL_ROOT (CMake or environment variable), then the toolkit's directory,
-  # then the system's (the Debian/Ubuntu libnccl-dev package).
-  find_library(NCCL_LIBRARY nccl
+  # then the system's (the Debian/Ubuntu libnccl-dev package). PyPI's
+  # nvidia-nccl wheels ship only the versioned name.
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2
                HINTS ${NCCL_ROOT} $ENV{NCCL_ROOT} /usr/local/cuda
                PATH_SUFFIXES lib64 lib)
   if(NOT NCCL_LIBRARY)

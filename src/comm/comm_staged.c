@@ -72,12 +72,14 @@ static void release_buffer(staged_context *ctx, staging_buffer *b) {
 }
 
 /* Where the host communicator should work on buf: buf itself (host memory,
- * or device memory for a CUDA-aware MPI), or a staging copy of it. */
-static void *host_view(staged_context *ctx, void *buf, size_t bytes, int copy_in,
+ * or device memory for a CUDA-aware MPI when `direct_ok`), or a staging copy
+ * of it. Open MPI's CUDA support covers blocking collectives, not the
+ * non-blocking ones (its FAQ on CUDA-aware builds), so those always stage. */
+static void *host_view(staged_context *ctx, void *buf, size_t bytes, int copy_in, int direct_ok,
                        staging_buffer **staging) {
     *staging = NULL;
     if (host_readable(ctx, buf)) return buf;
-    if (ctx->direct) {
+    if (ctx->direct && direct_ok) {
         ctx->be->ops->synchronize(ctx->be); /* MPI reads what the stream wrote */
         return buf;
     }
@@ -95,7 +97,7 @@ static void write_back(staged_context *ctx, void *buf, staging_buffer *staging, 
 static void staged_allreduce_sum(cr_comm *comm, float *buf, size_t count) {
     staged_context *ctx = ctx_of(comm);
     staging_buffer *staging;
-    float *view = host_view(ctx, buf, count * sizeof(float), 1, &staging);
+    float *view = host_view(ctx, buf, count * sizeof(float), 1, 1, &staging);
     ctx->host->ops->allreduce_sum(ctx->host, view, count);
     write_back(ctx, buf, staging, count * sizeof(float));
 }
@@ -106,7 +108,7 @@ static cr_comm_request *staged_allreduce_start(cr_comm *comm, float *buf, size_t
     for (int i = 0; i < MAX_IN_FLIGHT && !r; i++)
         if (!ctx->requests[i].device) r = &ctx->requests[i];
     CR_ASSERT(r != NULL);
-    float *view = host_view(ctx, buf, count * sizeof(float), 1, &r->staging);
+    float *view = host_view(ctx, buf, count * sizeof(float), 1, 0, &r->staging);
     r->device = buf;
     r->count = count;
     r->inner = ctx->host->ops->allreduce_start(ctx->host, view, count);
@@ -124,7 +126,7 @@ static void staged_wait(cr_comm *comm, cr_comm_request *r) {
 static void staged_broadcast(cr_comm *comm, void *buf, size_t bytes, int root) {
     staged_context *ctx = ctx_of(comm);
     staging_buffer *staging;
-    void *view = host_view(ctx, buf, bytes, comm->rank == root, &staging);
+    void *view = host_view(ctx, buf, bytes, comm->rank == root, 1, &staging);
     ctx->host->ops->broadcast(ctx->host, view, bytes, root);
     write_back(ctx, buf, staging, bytes);
 }
@@ -132,9 +134,9 @@ static void staged_broadcast(cr_comm *comm, void *buf, size_t bytes, int root) {
 static void staged_allgather(cr_comm *comm, const void *send, void *recv, size_t bytes) {
     staged_context *ctx = ctx_of(comm);
     staging_buffer *send_staging, *recv_staging;
-    void *send_view = host_view(ctx, (void *)send, bytes, 1, &send_staging);
+    void *send_view = host_view(ctx, (void *)send, bytes, 1, 1, &send_staging);
     size_t all = bytes * (size_t)comm->world_size;
-    void *recv_view = host_view(ctx, recv, all, 0, &recv_staging);
+    void *recv_view = host_view(ctx, recv, all, 0, 1, &recv_staging);
     ctx->host->ops->allgather(ctx->host, send_view, recv_view, bytes);
     if (send_staging) release_buffer(ctx, send_staging);
     write_back(ctx, recv, recv_staging, all);

@@ -143,6 +143,7 @@ static const key_spec keys[] = {
 
     ENUM("device.type", device.type, device_names),
     BOOL("device.debug", device.debug),
+    BOOL("device.graphs", device.graphs),
 
     STRING("checkpoint.dir", checkpoint.dir),
     INT("checkpoint.every_epochs", checkpoint.every_epochs, 0, INT_MAX),
@@ -196,6 +197,7 @@ void cr_config_defaults(cr_config *cfg) {
     cfg->train.epochs = 30;
     cfg->train.batch_size = 128;
     cfg->train.precision = CR_PRECISION_FP32;
+    cfg->device.graphs = 1;
 
     strcpy(cfg->optimizer.name, "sgd");
     cfg->optimizer.lr = 0.01f;
@@ -987,7 +989,8 @@ void cr_config_write(const cr_config *cfg, FILE *out) {
  * log.dir, resume: auto) and still be the same run. */
 static int is_run_only(const char *path) {
     static const char *const prefixes[] = {
-        "log.", "checkpoint.", "data.dir", "data.num_threads", "data.on_device", "device.debug"};
+        "log.",           "checkpoint.",  "data.dir",     "data.num_threads",
+        "data.on_device", "device.debug", "device.graphs"};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
         if (strncmp(path, prefixes[i], strlen(prefixes[i])) == 0) return 1;
     return 0;

@@ -53,6 +53,7 @@ struct cr_model {
     int32_t *predicted;
     float *scratch[3]; /* activation gradients */
     const float *images;
+    const int32_t *labels;
     cr_comm *comm;
     model_debug *debug; /* device.debug, else NULL */
 };
@@ -337,13 +338,14 @@ static int last_channels(const cr_model *m) {
     return m->layout.desc.widths[m->layout.desc.num_stages - 1];
 }
 
-cr_forward_result cr_model_forward(cr_model *m, const float *images, const int32_t *labels,
-                                   int batch, int training, float grad_scale, cr_comm *comm) {
+void cr_model_forward_enqueue(cr_model *m, const float *images, const int32_t *labels, int batch,
+                              int training, float grad_scale, cr_comm *comm) {
     const cr_backend_ops *ops = m->be->ops;
     set_batch(m, batch);
     m->training = training;
     m->comm = comm;
     m->images = images;
+    m->labels = labels;
     agree_global_batch(m);
     if (training) m->batches_tracked++;
     if (m->debug && training) model_debug_begin(m->debug, 0, m->batches_tracked);
@@ -363,17 +365,27 @@ cr_forward_result cr_model_forward(cr_model *m, const float *images, const int32
     ops->softmax_xent(m->be, m->logits, labels, batch, CR_NUM_CLASSES, grad_scale,
                       grad_scale > 0 ? m->d_logits : NULL, m->loss_sum, m->predicted);
     probe(m, "loss", "value", m->loss_sum, 1);
+}
 
+cr_forward_result cr_model_result(cr_model *m) {
+    const cr_backend_ops *ops = m->be->ops;
+    int batch = m->batch;
     cr_forward_result result = {.predicted = m->predicted};
     ops->copy_to_host(m->be, &result.loss_sum, m->loss_sum, sizeof(float));
     int32_t *predicted = cr_malloc((size_t)batch * sizeof(int32_t), "forward");
     int32_t *truth = cr_malloc((size_t)batch * sizeof(int32_t), "forward");
     ops->copy_to_host(m->be, predicted, m->predicted, (size_t)batch * sizeof(int32_t));
-    ops->copy_to_host(m->be, truth, labels, (size_t)batch * sizeof(int32_t));
+    ops->copy_to_host(m->be, truth, m->labels, (size_t)batch * sizeof(int32_t));
     for (int i = 0; i < batch; i++) result.correct += predicted[i] == truth[i];
     free(predicted);
     free(truth);
     return result;
+}
+
+cr_forward_result cr_model_forward(cr_model *m, const float *images, const int32_t *labels,
+                                   int batch, int training, float grad_scale, cr_comm *comm) {
+    cr_model_forward_enqueue(m, images, labels, batch, training, grad_scale, comm);
+    return cr_model_result(m);
 }
 
 /* ---- backward ---- */

@@ -9,8 +9,8 @@
 #include <string.h>
 #include <time.h>
 
-static const char *const names[PHASE_COUNT] = {"data",      "forward",  "backward",  "comm wait",
-                                               "optimizer", "evaluate", "checkpoint"};
+static const char *const names[PHASE_COUNT] = {"data",      "forward", "backward", "comm wait",
+                                               "optimizer", "graph",   "evaluate", "checkpoint"};
 
 const char *phase_name(phase_id phase) { return names[phase]; }
 

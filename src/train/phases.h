@@ -19,6 +19,7 @@ typedef enum {
     PHASE_BACKWARD, /* includes the gradient all-reduces it overlaps with */
     PHASE_COMM,     /* waiting for the all-reduces still in flight after backward */
     PHASE_OPTIMIZER,
+    PHASE_GRAPH,      /* forward, backward and optimizer replayed as one backend graph */
     PHASE_STEP_COUNT, /* the phases above make up a training step */
     PHASE_EVALUATE = PHASE_STEP_COUNT,
     PHASE_CHECKPOINT,

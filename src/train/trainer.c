@@ -85,6 +85,11 @@ typedef struct {
      * the device; NULL when batches are built on the host. */
     uint8_t *train_pixels, *test_pixels;
     cr_image_transform *transforms;
+    float *schedule; /* device [2]: this step's lr and momentum, read by sgd_step */
+    /* device.graphs: the training step recorded once and replayed. */
+    cr_graph *graph;
+    int graph_refused; /* the backend could not record it: eager from then on */
+    int warmed_up;     /* a full step has run eagerly, so scratch has its final size */
     int32_t *predicted_host;
     float *stop_flag; /* device [1]: the ranks' vote on stopping, summed */
     int local_batch;
@@ -102,9 +107,14 @@ static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
     if (cfg->device.type == CR_DEVICE_CUDA || (cfg->device.type == CR_DEVICE_AUTO && gpus > 0)) {
         if (gpus == 0)
             cr_fatal(CR_EXIT_USAGE, "device.type", "cuda requested, but no GPU is visible");
-        /* NCCL needs a GPU per rank; MPI (dist.backend: mpi) lets ranks
-         * share one, which is how several ranks are tested on one GPU. */
-        if (comm->local_rank >= gpus && cfg->dist.backend != CR_DIST_MPI)
+            /* NCCL needs a GPU per rank; MPI (dist.backend: mpi) lets ranks
+             * share one, which is how several ranks are tested on one GPU. */
+#ifdef CRESNET_HAVE_NCCL
+        int gpu_per_rank = cfg->dist.backend != CR_DIST_MPI; /* auto and nccl pick NCCL */
+#else
+        int gpu_per_rank = cfg->dist.backend == CR_DIST_NCCL;
+#endif
+        if (comm->local_rank >= gpus && gpu_per_rank)
             cr_fatal(CR_EXIT_USAGE, "device.type",
                      "local rank %d has no GPU: this node has %d (one rank per GPU; "
                      "dist.backend: mpi lets ranks share a GPU)",
@@ -138,9 +148,9 @@ static cr_comm *comm_for(const cr_config *cfg) {
         (want == CR_DIST_AUTO && cr_comm_mpi_launched()))
         return cr_comm_mpi_create();
 #else
-    if (want == CR_DIST_MPI || want == CR_DIST_NCCL)
-        cr_fatal(CR_EXIT_USAGE, "dist.backend", "%s requested, but this build has no MPI",
-                 want == CR_DIST_MPI ? "mpi" : "nccl (which starts over MPI)");
+    /* nccl without MPI: one process, NCCL over the single-process comm. */
+    if (want == CR_DIST_MPI)
+        cr_fatal(CR_EXIT_USAGE, "dist.backend", "mpi requested, but this build has no MPI");
 #endif
     return cr_comm_none_create();
 }
@@ -161,8 +171,7 @@ static cr_comm *gpu_comm_for(const cr_config *cfg, cr_backend *be, cr_comm *comm
 #else
     if (want == CR_DIST_NCCL)
         cr_fatal(CR_EXIT_USAGE, "dist.backend",
-                 "nccl requested, but this build has no NCCL (configure with CRESNET_NCCL=ON, "
-                 "CRESNET_MPI=ON)");
+                 "nccl requested, but this build has no NCCL (configure with CRESNET_NCCL=ON)");
 #endif
 #ifdef CRESNET_HAVE_MPI
     return cr_comm_device_create(be, comm, cr_comm_mpi_cuda_aware());
@@ -290,6 +299,7 @@ static void setup(run_state *rs, const cr_config *cfg, int with_train_data) {
             rs->be->ops->alloc(rs->be, (size_t)rs->local_batch * sizeof(cr_image_transform));
     }
     rs->stop_flag = rs->be->ops->alloc(rs->be, sizeof(float));
+    rs->schedule = rs->be->ops->alloc(rs->be, 2 * sizeof(float));
     if (cfg->checkpoint.dir[0])
         snprintf(rs->checkpoint_dir, sizeof rs->checkpoint_dir, "%s", cfg->checkpoint.dir);
     else
@@ -308,6 +318,8 @@ static void teardown(run_state *rs) {
     rs->be->ops->free(rs->be, rs->images);
     rs->be->ops->free(rs->be, rs->labels);
     rs->be->ops->free(rs->be, rs->stop_flag);
+    rs->be->ops->free(rs->be, rs->schedule);
+    if (rs->graph) rs->be->ops->graph_free(rs->be, rs->graph);
     if (rs->transforms) {
         rs->be->ops->free(rs->be, rs->transforms);
         rs->be->ops->free(rs->be, rs->test_pixels);
@@ -652,8 +664,75 @@ static int next_batch(run_state *rs, cr_loader *loader, cr_batch *b) {
     return more;
 }
 
+/* A NaN or Inf loss ends the run (exit 5), naming the step. */
+static void check_loss(const run_state *rs, cr_forward_result *r, const cr_batch *b, long step) {
+    const cr_config *cfg = rs->cfg;
+    if (cfg->train.inject_nan_step > 0 && step + 1 == cfg->train.inject_nan_step)
+        r->loss_sum = NAN; /* a fault test of the check below */
+    if (!isfinite(r->loss_sum))
+        cr_fatal(CR_EXIT_NUMERIC, "train", "step %ld (epoch %d): loss is %s", step + 1,
+                 b->epoch + 1, isnan(r->loss_sum) ? "NaN" : "Inf");
+}
+
+static cr_sgd_args sgd_args(const run_state *rs) {
+    return (cr_sgd_args){.weight_decay = rs->cfg->optimizer.weight_decay,
+                         .nesterov = rs->cfg->optimizer.nesterov,
+                         .schedule = rs->schedule};
+}
+
+/* The step's work on one rank once the batch is on the device: nothing in
+ * it waits for the device or reads from it, so a backend can record it. */
+static void step_ops(run_state *rs, const cr_batch *b) {
+    cr_backend *be = rs->be;
+    cr_model *m = rs->model;
+    cr_comm *bn_comm = rs->cfg->dist.sync_bn ? rs->comm : NULL;
+    cr_model_forward_enqueue(m, rs->images, rs->labels, b->size, 1, 1.0f / b->global_size, bn_comm);
+    cr_model_backward(m, bn_comm, NULL);
+    cr_sgd_args sgd = sgd_args(rs);
+    be->ops->sgd_step(be, cr_model_params(m), cr_model_grads(m), cr_model_momentum(m),
+                      cr_model_get_layout(m)->param_count, &sgd);
+}
+
+/* device.graphs: one rank (no all-reduce between the ops), a full batch
+ * (the shapes recorded), not device.debug (it waits after every layer), and
+ * after one eager step of these shapes, which grew every scratch buffer. */
+static int graph_fits(const run_state *rs, const cr_batch *b) {
+    const cr_config *cfg = rs->cfg;
+    return cfg->device.graphs && rs->be->ops->graph_begin && !rs->graph_refused &&
+           rs->comm->world_size == 1 && !cfg->device.debug && rs->warmed_up &&
+           b->size == rs->local_batch && b->global_size == cfg->train.batch_size;
+}
+
+/* The step as a graph: recorded on first use, then replayed. Returns 0,
+ * having run nothing, when the backend cannot record it. */
+static int graph_step(run_state *rs, const cr_batch *b) {
+    cr_backend *be = rs->be;
+    cr_model *m = rs->model;
+    int64_t tracked = cr_model_batches_tracked(m);
+    if (!rs->graph) {
+        be->ops->graph_begin(be);
+        step_ops(rs, b); /* recorded, not run; the forward counted the batch */
+        rs->graph = be->ops->graph_end(be);
+        if (!rs->graph) {
+            rs->graph_refused = 1;
+            cr_model_set_batches_tracked(m, tracked);
+            if (rs->comm->rank == 0)
+                printf("note: the %s backend could not record the training step as a graph; "
+                       "running it op by op\n",
+                       be->ops->name);
+            return 0;
+        }
+    } else {
+        cr_model_set_batches_tracked(m, tracked + 1); /* what the forward would count */
+    }
+    phase_begin(&rs->clock, PHASE_GRAPH);
+    be->ops->graph_launch(be, rs->graph);
+    phase_end(&rs->clock);
+    return 1;
+}
+
 /* One optimizer step on this rank's slice of a global batch; returns the
- * rank's loss sum and correct count through r. */
+ * rank's loss sum and correct count. */
 static cr_forward_result train_step(run_state *rs, const cr_batch *b, long step,
                                     cr_schedule_point *sp) {
     const cr_config *cfg = rs->cfg;
@@ -661,17 +740,22 @@ static cr_forward_result train_step(run_state *rs, const cr_batch *b, long step,
     cr_model *m = rs->model;
     cr_comm *bn_comm = cfg->dist.sync_bn ? rs->comm : NULL;
     *sp = cr_schedule_at(cfg, step, total_steps(rs));
+    const float schedule[2] = {(float)sp->lr, (float)sp->momentum};
+    be->ops->copy_to_device(be, rs->schedule, schedule, sizeof schedule);
+    if (graph_fits(rs, b) && graph_step(rs, b)) {
+        /* Checked after the fact: a NaN step has updated the weights, but
+         * the run ends here and its checkpoints are from before. */
+        cr_forward_result r = cr_model_result(m);
+        check_loss(rs, &r, b, step);
+        return r;
+    }
     /* Gradients of the global-batch mean: each rank scales by the global size
      * and the all-reduce sums. */
     phase_begin(&rs->clock, PHASE_FORWARD);
     cr_forward_result r =
         cr_model_forward(m, rs->images, rs->labels, b->size, 1, 1.0f / b->global_size, bn_comm);
     phase_end(&rs->clock);
-    if (cfg->train.inject_nan_step > 0 && step + 1 == cfg->train.inject_nan_step)
-        r.loss_sum = NAN; /* a fault test of the check below */
-    if (!isfinite(r.loss_sum))
-        cr_fatal(CR_EXIT_NUMERIC, "train", "step %ld (epoch %d): loss is %s", step + 1,
-                 b->epoch + 1, isnan(r.loss_sum) ? "NaN" : "Inf");
+    check_loss(rs, &r, b, step);
     grad_buckets gb = buckets_for(rs);
     cr_grad_hook hook = {buckets_ready, &gb};
     phase_begin(&rs->clock, PHASE_BACKWARD);
@@ -681,13 +765,11 @@ static cr_forward_result train_step(run_state *rs, const cr_batch *b, long step,
     buckets_wait(rs, &gb);
     phase_end(&rs->clock);
     size_t n = cr_model_get_layout(m)->param_count;
-    cr_sgd_args sgd = {.lr = (float)sp->lr,
-                       .momentum = (float)sp->momentum,
-                       .weight_decay = cfg->optimizer.weight_decay,
-                       .nesterov = cfg->optimizer.nesterov};
+    cr_sgd_args sgd = sgd_args(rs);
     phase_begin(&rs->clock, PHASE_OPTIMIZER);
     be->ops->sgd_step(be, cr_model_params(m), cr_model_grads(m), cr_model_momentum(m), n, &sgd);
     phase_end(&rs->clock);
+    if (b->size == rs->local_batch) rs->warmed_up = 1;
     return r;
 }
 
@@ -759,14 +841,17 @@ static void report_phases(run_state *rs, const progress *p, int epoch) {
     for (int k = 0; k < N; k++)
         mine[k] = rs->clock.steps ? (float)(1e3 * rs->clock.seconds[k] / rs->clock.steps) : 0.0f;
     float *all = cr_malloc((size_t)world * N * sizeof(float), "train");
-    /* Communicator buffers live in the backend's memory. */
-    float *send = be->ops->alloc(be, sizeof mine);
-    float *recv = be->ops->alloc(be, (size_t)world * sizeof mine);
-    be->ops->copy_to_device(be, send, mine, sizeof mine);
-    rs->comm->ops->allgather(rs->comm, send, recv, sizeof mine);
-    be->ops->copy_to_host(be, all, recv, (size_t)world * sizeof mine);
-    be->ops->free(be, send);
-    be->ops->free(be, recv);
+    if (world == 1) {
+        memcpy(all, mine, sizeof mine);
+    } else { /* communicator buffers live in the backend's memory */
+        float *send = be->ops->alloc(be, sizeof mine);
+        float *recv = be->ops->alloc(be, (size_t)world * sizeof mine);
+        be->ops->copy_to_device(be, send, mine, sizeof mine);
+        rs->comm->ops->allgather(rs->comm, send, recv, sizeof mine);
+        be->ops->copy_to_host(be, all, recv, (size_t)world * sizeof mine);
+        be->ops->free(be, send);
+        be->ops->free(be, recv);
+    }
     double mean[N] = {0}, max[N] = {0}, total = 0.0;
     for (int k = 0; k < N; k++) {
         for (int r = 0; r < world; r++) {
@@ -776,8 +861,11 @@ static void report_phases(run_state *rs, const progress *p, int epoch) {
         total += mean[k];
     }
     free(all);
+    /* The graph phase only where a graph ran: elsewhere the line is as it
+     * always was. */
+    int shown = max[PHASE_GRAPH] > 0 ? N : PHASE_GRAPH;
     if (rs->tensorboard)
-        for (int k = 0; k < N; k++) {
+        for (int k = 0; k < shown; k++) {
             char tag[64];
             snprintf(tag, sizeof tag, "time/%s_ms", phase_name((phase_id)k));
             for (char *c = tag; *c; c++) *c = *c == ' ' ? '_' : *c;
@@ -785,7 +873,7 @@ static void report_phases(run_state *rs, const progress *p, int epoch) {
         }
     if (!p->bar && !p->lines) return;
     printf("  time per step %.1f ms%s:", total, world > 1 ? " (mean over the ranks, [max])" : "");
-    for (int k = 0; k < N; k++) {
+    for (int k = 0; k < shown; k++) {
         printf("%s %s %.1f", k ? "," : "", phase_name((phase_id)k), mean[k]);
         if (world > 1) printf(" [%.1f]", max[k]);
     }

@@ -9,10 +9,12 @@
  * different orders, and the GPU contracts a*b+c into one rounding).
  *
  * Without a CUDA device (or driver) it prints "SKIPPED: no CUDA device" and
- * passes. */
+ * passes. test_cuda_ops_cpu_standin builds this file with a CPU backend in
+ * the GPU's place (backend/cpu_standin.h), which checks the test itself. */
 #include "check.h"
 #include "cresnet/backend.h"
 #include "cresnet/data.h"
+#include "cresnet/error.h"
 #include "cresnet/model.h"
 
 #include <stdlib.h>
@@ -173,6 +175,7 @@ static void test_conv(const backends *b, cr_conv_shape s, int misaligned) {
 typedef struct {
     long rows;
     int C, relu, with_residual, training;
+    float offset; /* added to x: its mean */
 } bn_params;
 
 static void test_bn(const backends *b, bn_params p) {
@@ -181,11 +184,12 @@ static void test_bn(const backends *b, bn_params p) {
     const int C = p.C;
     const size_t n = (size_t)rows * C;
     char what[128], part[192];
-    snprintf(what, sizeof what, "bn rows=%ld C=%d relu=%d residual=%d training=%d", rows, C, p.relu,
-             p.with_residual, p.training);
+    snprintf(what, sizeof what, "bn rows=%ld C=%d relu=%d residual=%d training=%d mean=%g", rows, C,
+             p.relu, p.with_residual, p.training, p.offset);
 
     float *x = random_floats(n, 2.0f, 10);
-    for (size_t i = 0; i < n; i++) x[i] += 3.0f; /* a mean far from 0 tests the shift */
+    /* A mean far from 0 tests the shift forward and the centring backward. */
+    for (size_t i = 0; i < n; i++) x[i] += p.offset;
     float *residual = p.with_residual ? random_floats(n, 1.0f, 11) : NULL;
     float *gamma = random_floats(C, 0.5f, 12), *beta = random_floats(C, 0.5f, 13);
     float *rm = random_floats(C, 1.0f, 14), *rv = floats(C);
@@ -473,6 +477,30 @@ static void test_augment_batch(const backends *b) {
 
 /* ---- a whole training step ---- */
 
+/* A batch of random images and labels, on the host and on the GPU. */
+typedef struct {
+    int size;
+    float *images, *d_images;
+    int32_t labels[32], *d_labels;
+} test_batch;
+
+static test_batch make_batch(cr_backend *gpu, int size, uint32_t object) {
+    CR_ASSERT(size <= 32);
+    test_batch t = {.size = size};
+    size_t n = (size_t)size * CR_IMAGE_SIZE * CR_IMAGE_SIZE * CR_IMAGE_CHANNELS;
+    t.images = random_floats(n, 2.0f, object);
+    for (int i = 0; i < size; i++)
+        t.labels[i] = (int32_t)(cr_rng_u32(99, object + 1, i) % CR_NUM_CLASSES);
+    t.d_images = upload_floats(gpu, t.images, n);
+    t.d_labels = upload(gpu, t.labels, (size_t)size * sizeof(int32_t));
+    return t;
+}
+
+static void free_batch(cr_backend *gpu, test_batch *t) {
+    gpu->ops->free(gpu, t->d_images), gpu->ops->free(gpu, t->d_labels);
+    free(t->images);
+}
+
 /* Per tensor and over all parameters; returns the overall relative error. */
 static double compare_params(const cr_model_layout *l, const float *got, const float *ref,
                              double tol_all, double tol_tensor, const char *what) {
@@ -508,13 +536,9 @@ static void test_model_step(const backends *b, const char *preset) {
     cr_model *mc = cr_model_create(cpu, &desc, batch, 7);
     cr_model *mg = cr_model_create(gpu, &desc, batch, 7);
     const cr_model_layout *l = cr_model_get_layout(mc);
-
-    size_t ni = (size_t)batch * CR_IMAGE_SIZE * CR_IMAGE_SIZE * CR_IMAGE_CHANNELS;
-    float *images = random_floats(ni, 2.0f, 70);
-    int32_t labels[16];
-    for (int i = 0; i < batch; i++) labels[i] = (int32_t)(cr_rng_u32(99, 71, i) % CR_NUM_CLASSES);
-    float *d_images = upload_floats(gpu, images, ni);
-    int32_t *d_labels = upload(gpu, labels, sizeof labels);
+    test_batch t = make_batch(gpu, batch, 70);
+    float *images = t.images, *d_images = t.d_images;
+    int32_t *labels = t.labels, *d_labels = t.d_labels;
 
     cr_forward_result rc = cr_model_forward(mc, images, labels, batch, 1, 1.0f / batch, NULL);
     cr_forward_result rg = cr_model_forward(mg, d_images, d_labels, batch, 1, 1.0f / batch, NULL);
@@ -544,10 +568,84 @@ static void test_model_step(const backends *b, const char *preset) {
     rg = cr_model_forward(mg, d_images, d_labels, batch, 0, 0.0f, NULL);
     CHECK_CLOSE(rg.loss_sum, rc.loss_sum, 1e-3 * k, 1e-6, "model evaluation loss");
 
-    gpu->ops->free(gpu, d_images), gpu->ops->free(gpu, d_labels);
-    free(images), free(grads), free(params);
+    free_batch(gpu, &t);
+    free(grads), free(params);
     cr_model_free(mc);
     cr_model_free(mg);
+}
+
+/* ---- a training step recorded as a graph ---- */
+
+/* Three SGD steps of the small model with a new lr and momentum each
+ * (from device memory, as the trainer passes them): op by op on one model;
+ * on a second, step 1 op by op (it sizes the scratch), step 2 recorded and
+ * launched, step 3 the recording replayed. Same kernels, same inputs: the
+ * weights, momentum and running statistics must be bitwise equal. */
+static void graph_step_ops(cr_backend *gpu, cr_model *m, const float *images, const int32_t *labels,
+                           int batch, const float *schedule) {
+    cr_model_forward_enqueue(m, images, labels, batch, 1, 1.0f / batch, NULL);
+    cr_model_backward(m, NULL, NULL);
+    const cr_sgd_args sgd = {.weight_decay = 5e-4f, .nesterov = 1, .schedule = schedule};
+    gpu->ops->sgd_step(gpu, cr_model_params(m), cr_model_grads(m), cr_model_momentum(m),
+                       cr_model_get_layout(m)->param_count, &sgd);
+}
+
+static void test_graph_step(const backends *b) {
+    cr_backend *gpu = b->gpu;
+    if (!gpu->ops->graph_begin) {
+        printf("graph step: skipped, the %s backend records no graphs\n", gpu->ops->name);
+        return;
+    }
+    cr_model_desc desc;
+    CHECK(cr_model_preset("small", &desc) == 0, "small preset");
+    const int batch = 32;
+    cr_model *eager = cr_model_create(gpu, &desc, batch, 5);
+    cr_model *graphed = cr_model_create(gpu, &desc, batch, 5);
+    const cr_model_layout *l = cr_model_get_layout(eager);
+    test_batch t = make_batch(gpu, batch, 90);
+    const float *d_images = t.d_images;
+    const int32_t *d_labels = t.d_labels;
+    float *d_schedule = gpu->ops->alloc(gpu, 2 * sizeof(float));
+    const float schedules[3][2] = {{0.1f, 0.9f}, {0.05f, 0.85f}, {0.02f, 0.8f}};
+    float *initial = download(gpu, cr_model_params(eager), l->param_count);
+    cr_graph *graph = NULL;
+    for (int step = 0; step < 3; step++) {
+        gpu->ops->copy_to_device(gpu, d_schedule, schedules[step], sizeof schedules[step]);
+        graph_step_ops(gpu, eager, d_images, d_labels, batch, d_schedule);
+        if (step == 0) {
+            graph_step_ops(gpu, graphed, d_images, d_labels, batch, d_schedule);
+            continue;
+        }
+        if (step == 1) {
+            gpu->ops->graph_begin(gpu);
+            graph_step_ops(gpu, graphed, d_images, d_labels, batch, d_schedule);
+            graph = gpu->ops->graph_end(gpu);
+            CHECK(graph != NULL, "the training step records as a CUDA graph");
+            if (!graph) break;
+        }
+        gpu->ops->graph_launch(gpu, graph);
+    }
+    if (graph) {
+        float *p1 = download(gpu, cr_model_params(eager), l->param_count);
+        float *p2 = download(gpu, cr_model_params(graphed), l->param_count);
+        float *m1 = download(gpu, cr_model_momentum(eager), l->param_count);
+        float *m2 = download(gpu, cr_model_momentum(graphed), l->param_count);
+        float *s1 = download(gpu, cr_model_buffers(eager), l->buffer_count);
+        float *s2 = download(gpu, cr_model_buffers(graphed), l->buffer_count);
+        CHECK(memcmp(p1, p2, l->param_count * sizeof(float)) == 0 &&
+                  memcmp(m1, m2, l->param_count * sizeof(float)) == 0 &&
+                  memcmp(s1, s2, l->buffer_count * sizeof(float)) == 0,
+              "3 steps op by op = 1 op by op + recorded + replayed, bit for bit");
+        CHECK(memcmp(p1, initial, l->param_count * sizeof(float)) != 0,
+              "the steps changed the weights");
+        free(p1), free(p2), free(m1), free(m2), free(s1), free(s2);
+        gpu->ops->graph_free(gpu, graph);
+    }
+    gpu->ops->free(gpu, d_schedule);
+    free_batch(gpu, &t);
+    free(initial);
+    cr_model_free(eager);
+    cr_model_free(graphed);
 }
 
 int main(void) {
@@ -568,9 +666,10 @@ int main(void) {
     test_conv(&b, shapes[1], 1);
     test_conv(&b, shapes[2], 1);
     const bn_params bn_cases[] = {
-        {50, 16, 1, 1, 1},   {37, 5, 0, 0, 1},  {300, 32, 1, 0, 1}, {5000, 64, 1, 1, 1},
-        {2048, 48, 0, 1, 1}, {50, 16, 1, 1, 0}, {37, 5, 0, 0, 0},   {300, 32, 1, 0, 0},
-        {5000, 64, 1, 1, 0}, {3, 7, 1, 1, 1},
+        {50, 16, 1, 1, 1, 3.0f},   {37, 5, 0, 0, 1, 3.0f},      {300, 32, 1, 0, 1, 3.0f},
+        {5000, 64, 1, 1, 1, 3.0f}, {2048, 48, 0, 1, 1, 3.0f},   {50, 16, 1, 1, 0, 3.0f},
+        {37, 5, 0, 0, 0, 3.0f},    {300, 32, 1, 0, 0, 3.0f},    {5000, 64, 1, 1, 0, 3.0f},
+        {3, 7, 1, 1, 1, 3.0f},     {2048, 32, 0, 0, 1, 300.0f}, {2048, 32, 1, 1, 1, 300.0f},
     };
     for (size_t i = 0; i < sizeof bn_cases / sizeof bn_cases[0]; i++) test_bn(&b, bn_cases[i]);
     test_running_stats(&b);
@@ -583,6 +682,7 @@ int main(void) {
     test_model_step(&b, "small");
     test_model_step(&b, "medium");
     test_model_step(&b, "large");
+    test_graph_step(&b);
 
     /* TF32: the ops it changes, and a whole step within 20x the fp32 bounds. */
     backends tf32 = {b.cpu, cr_backend_cuda_create(0, CR_MATH_TF32), TF32_TOL, 20.0, "tf32 "};

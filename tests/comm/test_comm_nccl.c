@@ -3,6 +3,10 @@
  * all-gathers (device buffers, and the host buffers that go over MPI),
  * barrier. Values are exact for any number of ranks (small integers in
  * floats), so the same program serves -np 1 and -np N on an N-GPU node.
+ * In a build without MPI it runs as one process, NCCL bootstrapped over the
+ * single-process communicator. With one rank it then runs the same checks
+ * on the staged communicator (device buffers through pinned host memory)
+ * over the single-process one: the MPI-on-device path's copies, on a GPU.
  *
  * Without a CUDA device it prints "SKIPPED: no CUDA device" and passes; so it
  * does when some rank of the job has no GPU of its own (NCCL refuses two
@@ -134,13 +138,26 @@ static int every_rank_has_a_gpu(cr_comm *mpi, int gpus) {
     return lacking == 0.0f;
 }
 
+static void run_suite(setup *s) {
+    test_allreduce(s);
+    test_allreduce_overlap(s);
+    test_broadcast(s);
+    test_allgather(s);
+    s->comm->ops->barrier(s->comm);
+    CHECK(1, "%s: barrier returned", s->comm->ops->name);
+}
+
 int main(void) {
     int gpus = cr_cuda_device_count();
     if (gpus == 0) {
         printf("SKIPPED: no CUDA device\n");
         return 0;
     }
+#ifdef CRESNET_HAVE_MPI
     cr_comm *mpi = cr_comm_mpi_create();
+#else
+    cr_comm *mpi = cr_comm_none_create();
+#endif
     if (!every_rank_has_a_gpu(mpi, gpus)) {
         if (mpi->rank == 0)
             printf("SKIPPED: no CUDA device for every rank (%d ranks, %d GPUs here)\n",
@@ -154,14 +171,15 @@ int main(void) {
     CHECK(strcmp(s.comm->ops->name, "nccl") == 0, "name %s", s.comm->ops->name);
     CHECK(s.comm->rank == rank && s.comm->world_size == world && s.comm->local_rank == local,
           "ranks copied from MPI: %d/%d/%d", s.comm->rank, s.comm->world_size, s.comm->local_rank);
-    test_allreduce(&s);
-    test_allreduce_overlap(&s);
-    test_broadcast(&s);
-    test_allgather(&s);
-    s.comm->ops->barrier(s.comm);
-    CHECK(1, "barrier returned");
-    int failed = check_finish();
+    run_suite(&s);
     s.comm->ops->destroy(s.comm);
+    if (world == 1) {
+        setup staged = {.be = s.be, .comm = cr_comm_device_create(s.be, cr_comm_none_create(), 0)};
+        printf("-- the staged communicator over one process --\n");
+        run_suite(&staged);
+        staged.comm->ops->destroy(staged.comm);
+    }
+    int failed = check_finish();
     s.be->ops->destroy(s.be);
     return failed;
 }

@@ -102,8 +102,9 @@ void cpu_softmax_xent(cr_backend *be, const float *logits, const int32_t *labels
 void cpu_sgd_step(cr_backend *be, float *params, const float *grads, float *momentum_buf, size_t n,
                   const cr_sgd_args *args) {
     (void)be;
-    const float lr = args->lr, mu = args->momentum, wd = args->weight_decay;
-    const float keep = 1.0f - args->dampening;
+    const float lr = args->schedule ? args->schedule[0] : args->lr;
+    const float mu = args->schedule ? args->schedule[1] : args->momentum;
+    const float wd = args->weight_decay, keep = 1.0f - args->dampening;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         float g = grads[i];

@@ -41,6 +41,12 @@ typedef struct {
     size_t workspace_bytes;
     void *partials; /* per-block partial sums (doubles) of the two-stage reductions */
     size_t partials_bytes;
+    /* A recorded graph holds the scratch pointers it was recorded with, so
+     * while any graph lives, outgrown scratch is kept here, not freed. */
+    int live_graphs;
+    void **retired;
+    int num_retired;
+    void *cublas_workspace; /* set on the handle so that no GEMM allocates while recorded */
 } cuda_context;
 
 static inline cuda_context *cuda_ctx(cr_backend *be) { return (cuda_context *)be->context; }

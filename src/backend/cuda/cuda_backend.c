@@ -82,11 +82,27 @@ static void cuda_synchronize(cr_backend *be) {
 
 /* Grows *buf to at least `bytes`. Work already on the stream may still read
  * the old buffer, so the stream is drained before it is freed; growth
- * happens a handful of times per run (new shapes), never in steady state. */
+ * happens a handful of times per run (new shapes), never in steady state.
+ * While a graph lives the old buffer is kept instead (it may be the one the
+ * graph was recorded with) and freed with the backend. Growing while
+ * recording cannot be done (no drain, no allocation): the trainer records
+ * only a step that has already run once with the same shapes. */
 static void *grow(cuda_context *ctx, void **buf, size_t *have, size_t bytes) {
     if (bytes <= *have) return *buf;
+    enum cudaStreamCaptureStatus capturing;
+    CR_CUDA(cudaStreamIsCapturing(ctx->stream, &capturing));
+    if (capturing != cudaStreamCaptureStatusNone)
+        CR_FAIL(CR_EXIT_INTERNAL, "cuda backend",
+                "scratch of %zu bytes needed while recording a graph (have %zu)", bytes, *have);
     CR_CUDA(cudaStreamSynchronize(ctx->stream));
-    CR_CUDA(cudaFree(*buf));
+    if (ctx->live_graphs > 0 && *buf) {
+        void **grown = realloc(ctx->retired, (size_t)(ctx->num_retired + 1) * sizeof *grown);
+        if (!grown) CR_FAIL(CR_EXIT_INTERNAL, "cuda backend", "out of memory");
+        ctx->retired = grown;
+        ctx->retired[ctx->num_retired++] = *buf;
+    } else {
+        CR_CUDA(cudaFree(*buf));
+    }
     *buf = NULL;
     *have = 0;
     CR_CUDA(cudaMalloc(buf, bytes));
@@ -137,6 +153,57 @@ static int cuda_host_accessible(cr_backend *be, const void *ptr) {
     return attr.type == cudaMemoryTypeHost || attr.type == cudaMemoryTypeUnregistered;
 }
 
+/* ---- graphs ---- */
+
+struct cr_graph {
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+};
+
+/* Thread-local capture: other threads' CUDA calls (none today) could not
+ * invalidate the recording. */
+static void cuda_graph_begin(cr_backend *be) {
+    CR_CUDA(cudaStreamBeginCapture(cuda_ctx(be)->stream, cudaStreamCaptureModeThreadLocal));
+}
+
+/* A recording that failed (an op the stream could not capture invalidates
+ * it) or will not instantiate is reported as NULL, its error cleared. */
+static cr_graph *cuda_graph_end(cr_backend *be) {
+    cuda_context *ctx = cuda_ctx(be);
+    cudaGraph_t graph = NULL;
+    cudaError_t err = cudaStreamEndCapture(ctx->stream, &graph);
+    if (err != cudaSuccess || !graph) {
+        (void)cudaGetLastError();
+        if (graph) CR_CUDA(cudaGraphDestroy(graph));
+        return NULL;
+    }
+    cudaGraphExec_t exec = NULL;
+    if (cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+        (void)cudaGetLastError();
+        CR_CUDA(cudaGraphDestroy(graph));
+        return NULL;
+    }
+    cr_graph *g = cr_calloc(1, sizeof *g, "cuda graph");
+    g->graph = graph;
+    g->exec = exec;
+    ctx->live_graphs++;
+    return g;
+}
+
+static void cuda_graph_launch(cr_backend *be, cr_graph *graph) {
+    CR_CUDA(cudaGraphLaunch(graph->exec, cuda_ctx(be)->stream));
+}
+
+static void cuda_graph_free(cr_backend *be, cr_graph *graph) {
+    if (!graph) return;
+    cuda_context *ctx = cuda_ctx(be);
+    CR_CUDA(cudaStreamSynchronize(ctx->stream));
+    CR_CUDA(cudaGraphExecDestroy(graph->exec));
+    CR_CUDA(cudaGraphDestroy(graph->graph));
+    free(graph);
+    ctx->live_graphs--;
+}
+
 static void cuda_describe(cr_backend *be, char *out, size_t len) {
     struct cudaDeviceProp prop;
     CR_CUDA(cudaGetDeviceProperties(&prop, cuda_ctx(be)->device));
@@ -151,8 +218,11 @@ static void cuda_destroy(cr_backend *be) {
     cuda_conv_cache_free(ctx->conv_cache);
     CR_CUDA(cudaFree(ctx->workspace));
     CR_CUDA(cudaFree(ctx->partials));
+    for (int i = 0; i < ctx->num_retired; i++) CR_CUDA(cudaFree(ctx->retired[i]));
+    free(ctx->retired);
     CR_CUDNN(cudnnDestroy(ctx->cudnn));
     CR_CUBLAS(cublasDestroy(ctx->cublas));
+    CR_CUDA(cudaFree(ctx->cublas_workspace));
     CR_CUDA(cudaStreamDestroy(ctx->stream));
     free(ctx);
     free(be);
@@ -174,6 +244,10 @@ static const cr_backend_ops cuda_ops = {
     .host_alloc = cuda_host_alloc,
     .host_free = cuda_host_free,
     .host_accessible = cuda_host_accessible,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
     .device_memory = 1,
     .augment_batch = cuda_augment_batch,
     .conv_plan = cuda_conv_plan,
@@ -243,6 +317,11 @@ cr_backend *cr_backend_cuda_create(int device, cr_math math) {
     CR_CUDNN(cudnnSetStream(ctx->cudnn, ctx->stream));
     CR_CUBLAS(cublasCreate(&ctx->cublas));
     CR_CUBLAS(cublasSetStream(ctx->cublas, ctx->stream));
+    /* Our own workspace (cuBLAS's guide suggests 32 MiB on Hopper), so that
+     * no GEMM allocates one while a graph is being recorded. */
+    enum { CUBLAS_WORKSPACE = 32 << 20 };
+    CR_CUDA(cudaMalloc(&ctx->cublas_workspace, CUBLAS_WORKSPACE));
+    CR_CUBLAS(cublasSetWorkspace(ctx->cublas, ctx->cublas_workspace, CUBLAS_WORKSPACE));
     /* fp32: plain GEMMs, so the linear layer matches the CPU backend to fp32
      * rounding; tf32: cuBLAS may round the inputs for tensor cores. */
     CR_CUBLAS(cublasSetMathMode(ctx->cublas, math == CR_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH

@@ -29,6 +29,7 @@
 
 #include "cresnet/error.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -242,13 +243,24 @@ static cudnnBackendDescriptor_t try_plan(cudnnHandle_t handle, cudnnBackendDescr
     return NULL;
 }
 
+static int64_t plan_workspace(cudnnBackendDescriptor_t plan) {
+    int64_t count = 0, bytes = 0;
+    CR_CUDNN(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                      CUDNN_TYPE_INT64, 1, &count, &bytes));
+    return bytes;
+}
+
+/* A plan asking for more workspace than this is passed over for the next
+ * engine rather than failing the allocation later. */
+#define MAX_WORKSPACE_BYTES ((int64_t)1 << 30)
+
 /* Walks the heuristic's list: deterministic engines first, then the rest.
  * On success the chosen configuration is moved to *config (the caller owns
- * it); every other one is destroyed. */
+ * it) and its kind to *kind; every other one is destroyed. */
 static cudnnBackendDescriptor_t plan_from_heuristic(cudnnHandle_t handle, cr_math math,
                                                     cudnnBackendDescriptor_t graph,
                                                     cudnnBackendHeurMode_t mode,
-                                                    cudnnBackendDescriptor_t *config) {
+                                                    cudnnBackendDescriptor_t *config, int *kind) {
     int64_t count;
     cudnnBackendDescriptor_t *configs = heuristic_configs(graph, mode, &count);
     cudnnBackendDescriptor_t plan = NULL;
@@ -259,9 +271,14 @@ static cudnnBackendDescriptor_t plan_from_heuristic(cudnnHandle_t handle, cr_mat
         for (int64_t i = 0; i < count && !plan; i++) {
             if (kinds[i] != preference[p]) continue;
             plan = try_plan(handle, configs[i]);
+            if (plan && plan_workspace(plan) > MAX_WORKSPACE_BYTES) {
+                destroy(plan);
+                plan = NULL;
+            }
             if (plan) {
                 *config = configs[i];
                 configs[i] = NULL;
+                *kind = kinds[i];
             }
         }
     }
@@ -278,6 +295,26 @@ static void entry_own(cache_entry *e, cudnnBackendDescriptor_t desc) {
     e->owned[e->num_owned++] = desc;
 }
 
+/* CRESNET_CUDNN_LOG set: one line per plan made, for a first look at a new
+ * GPU (which engine, deterministic or not, how much workspace). */
+static void log_choice(const cache_entry *e, cudnnBackendDescriptor_t config, int kind) {
+    cudnnBackendDescriptor_t engine = descriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+    int64_t engines = 0, count = 0, index = -1;
+    if (cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                                 1, &engines, &engine) == CUDNN_STATUS_SUCCESS)
+        (void)cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1,
+                                       &count, &index);
+    destroy(engine);
+    const cr_conv_shape *s = &e->shape;
+    fprintf(stderr,
+            "cuDNN: %s %dx%d s%d %d->%d on %dx%d batch %d (%lld-byte aligned): engine %lld, %s, "
+            "workspace %lld bytes\n",
+            pass_names[e->pass], s->kernel, s->kernel, s->stride, s->in_c, s->out_c, s->in_h,
+            s->in_w, s->batch, (long long)alignment_bytes[e->alignment], (long long)index,
+            kind == ENGINE_DETERMINISTIC ? "deterministic" : "non-deterministic",
+            (long long)e->exec.workspace_bytes);
+}
+
 static void entry_build(cache_entry *e, cudnnHandle_t handle, cr_math math) {
     const cr_conv_shape *s = &e->shape;
     int64_t align = alignment_bytes[e->alignment];
@@ -292,8 +329,9 @@ static void entry_build(cache_entry *e, cudnnHandle_t handle, cr_math math) {
 
     const cudnnBackendHeurMode_t modes[] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
     cudnnBackendDescriptor_t config = NULL, plan = NULL;
+    int kind = ENGINE_REJECTED;
     for (size_t m = 0; m < sizeof modes / sizeof modes[0] && !plan; m++)
-        plan = plan_from_heuristic(handle, math, graph, modes[m], &config);
+        plan = plan_from_heuristic(handle, math, graph, modes[m], &config, &kind);
     if (!plan)
         cr_fatal(CR_EXIT_INTERNAL, "cuDNN",
                  "no %s engine for the %s pass of a %dx%d stride-%d convolution %d->%d on "
@@ -302,10 +340,9 @@ static void entry_build(cache_entry *e, cudnnHandle_t handle, cr_math math) {
                  s->kernel, s->stride, s->in_c, s->out_c, s->in_h, s->in_w, s->in_c, s->batch,
                  (long long)align);
     entry_own(e, config);
-    int64_t count = 0;
-    CR_CUDNN(cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                      CUDNN_TYPE_INT64, 1, &count, &e->exec.workspace_bytes));
+    e->exec.workspace_bytes = plan_workspace(plan);
     e->exec.plan = plan;
+    if (getenv("CRESNET_CUDNN_LOG")) log_choice(e, config, kind);
 }
 
 /* cr_conv_shape is ten ints: no padding, so memcmp compares exactly them. */
@@ -325,6 +362,13 @@ static conv_exec cached_plan(cuda_context *ctx, const cr_conv_shape *s, int pass
         cache->entries = grown;
         cache->capacity = capacity;
     }
+    /* Engine search and plan finalize may allocate: not while recording
+     * (the trainer records only shapes that have run before). */
+    enum cudaStreamCaptureStatus capturing;
+    CR_CUDA(cudaStreamIsCapturing(ctx->stream, &capturing));
+    if (capturing != cudaStreamCaptureStatusNone)
+        cr_fatal(CR_EXIT_INTERNAL, "cuda backend",
+                 "a convolution plan was first needed while recording a graph");
     cache_entry *e = &cache->entries[cache->count];
     memset(e, 0, sizeof *e);
     e->shape = *s;

@@ -184,8 +184,10 @@ __global__ void bn_apply_kernel(cr_bn_view bn, const float *x, const float *resi
     }
 }
 
-/* dx = a*dz + b*x + k per channel, the training formula expanded as in
- * cpu_bn_backward_apply. dx may be dy and d_residual may be dy2 (the model
+/* dx = a*dz + b*(x - mean) + k per channel, the training formula expanded as
+ * in cpu_bn_backward_apply. x stays centred: folding b*mean into k would
+ * leave b*x and k to cancel in float when the mean is large against the
+ * spread (1e-4 relative error at mean/std = 300). dx may be dy and d_residual may be dy2 (the model
  * does both): every element is read before it is written, by one thread. */
 __global__ void bn_backward_apply_kernel(cr_bn_view bn, const float *x, const float *y,
                                          const float *dy, const float *dy2, int relu,
@@ -197,8 +199,8 @@ __global__ void bn_backward_apply_kernel(cr_bn_view bn, const float *x, const fl
     const double mean_dz = training ? sums[C + c] / count : 0.0;
     const double mean_dz_xhat = training ? sums[c] / count : 0.0;
     const double slope = -gain * mean_dz_xhat * bn.invstd[c];
-    const float a = (float)gain, b = (float)slope;
-    const float k = (float)(-gain * mean_dz - slope * bn.mean[c]);
+    const float a = (float)gain, b = (float)slope, mean = bn.mean[c];
+    const float k = (float)(-gain * mean_dz);
     const long first = (long)blockIdx.x * APPLY_ROWS;
     const long end = min_long(first + APPLY_ROWS, bn.rows);
     for (long r = first + threadIdx.y; r < end; r += TILE_ROWS) {
@@ -206,7 +208,7 @@ __global__ void bn_backward_apply_kernel(cr_bn_view bn, const float *x, const fl
         const float dz = upstream(dy, dy2, y, relu, i);
         const float xi = x[i];
         if (d_residual) d_residual[i] = dz;
-        dx[i] = a * dz + b * xi + k;
+        dx[i] = a * dz + b * (xi - mean) + k;
     }
 }
 
@@ -295,8 +297,9 @@ __global__ void sgd_kernel(float *params, const float *grads, float *momentum_bu
                            cr_sgd_args args) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    const float lr = args.lr, mu = args.momentum, wd = args.weight_decay;
-    const float keep = 1.0f - args.dampening;
+    const float lr = args.schedule ? args.schedule[0] : args.lr;
+    const float mu = args.schedule ? args.schedule[1] : args.momentum;
+    const float wd = args.weight_decay, keep = 1.0f - args.dampening;
     float g = grads[i];
     if (wd != 0.0f) g = __fadd_rn(g, __fmul_rn(wd, params[i]));
     if (mu != 0.0f) {
@@ -424,8 +427,11 @@ void cuda_linear_forward(cr_backend *be, const float *x, const float *w, const f
                          int in, int out, float *y) {
     if (batch <= 0 || out <= 0) return;
     const float one = 1.0f, zero = 0.0f;
-    CR_CUBLAS(cublasSgemm(cuda_ctx(be)->cublas, CUBLAS_OP_T, CUBLAS_OP_N, out, batch, in, &one, w,
-                          in, x, in, &zero, y, out));
+    if (in > 0) /* cuBLAS refuses a leading dimension of 0 */
+        CR_CUBLAS(cublasSgemm(cuda_ctx(be)->cublas, CUBLAS_OP_T, CUBLAS_OP_N, out, batch, in, &one,
+                              w, in, x, in, &zero, y, out));
+    else
+        CR_CUDA(cudaMemsetAsync(y, 0, (size_t)batch * out * sizeof(float), stream_of(be)));
     LAUNCH(add_bias_kernel, blocks_for((size_t)batch * out, THREADS), THREADS, stream_of(be), y, b,
            batch, out);
 }
@@ -436,7 +442,17 @@ void cuda_linear_forward(cr_backend *be, const float *x, const float *w, const f
  * and db by a kernel that adds over the batch in order. */
 void cuda_linear_backward(cr_backend *be, const float *x, const float *w, const float *dy,
                           int batch, int in, int out, float *dx, float *dw, float *db) {
-    if (batch <= 0 || out <= 0 || in <= 0) return;
+    if (out <= 0) return;
+    if (batch <= 0 || in <= 0) { /* no products: what is left to write is zero */
+        if (in > 0)
+            CR_CUDA(cudaMemsetAsync(dw, 0, (size_t)out * in * sizeof(float), stream_of(be)));
+        if (batch <= 0)
+            CR_CUDA(cudaMemsetAsync(db, 0, (size_t)out * sizeof(float), stream_of(be)));
+        else
+            LAUNCH(bias_grad_kernel, blocks_for(out, THREADS), THREADS, stream_of(be), dy, batch,
+                   out, db);
+        return;
+    }
     cublasHandle_t cublas = cuda_ctx(be)->cublas;
     const float one = 1.0f, zero = 0.0f;
     if (dx)

@@ -1,0 +1,22 @@
+/* Forced into test_cuda_ops.c for test_cuda_ops_cpu_standin (label unit):
+ * a second CPU backend stands in for the CUDA one, so every check of the
+ * GPU test runs on any machine. The backends then agree exactly, so what it
+ * tests is the GPU test itself (buffer sizes, expectations, tolerances
+ * applied to the right tensors) and that two CPU backends share nothing;
+ * tests of ops the CPU backend lacks (graphs) say so and are skipped. */
+#ifndef CRESNET_TEST_CPU_STANDIN_H
+#define CRESNET_TEST_CPU_STANDIN_H
+
+#include "cresnet/backend.h"
+
+static inline cr_backend *cpu_standin_create(int device, cr_math math) {
+    (void)device, (void)math;
+    return cr_backend_cpu_create(0);
+}
+
+static inline int cpu_standin_count(void) { return 1; }
+
+#define cr_backend_cuda_create cpu_standin_create
+#define cr_cuda_device_count cpu_standin_count
+
+#endif
