@@ -142,7 +142,9 @@ typedef struct {
      * recorded has run: the caller runs the ops again itself). graph_launch
      * runs the recorded ops again on the same pointers, reading what the
      * buffers hold by then. Never recorded: synchronize, copies to or from
-     * the host, and allocations. (CUDA graphs: the launches of a training
+     * the host, and allocations (such a call while recording is an error
+     * that ends the run; NULL is for a recording that cannot be
+     * instantiated). (CUDA graphs: the launches of a training
      * step cost one launch.) */
     void (*graph_begin)(cr_backend *be);
     cr_graph *(*graph_end)(cr_backend *be);

@@ -112,7 +112,8 @@ void cr_config_override(cr_config *cfg, const char *assignment);
 void cr_config_validate(const cr_config *cfg, const char *where);
 void cr_config_write(const cr_config *cfg, FILE *out);
 /* FNV-1a 64 of every key that shapes the computation (all but log.*,
- * checkpoint.*, data.dir, data.num_threads, data.on_device, device.*): equal training,
+ * checkpoint.*, data.dir, data.num_threads, data.on_device, device.debug,
+ * device.graphs): equal training,
  * equal digests, wherever its files go. */
 uint64_t cr_config_digest(const cr_config *cfg);
 /* The model description of cfg->model. Exits 2 if invalid. */

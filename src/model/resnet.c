@@ -338,9 +338,8 @@ static int last_channels(const cr_model *m) {
     return m->layout.desc.widths[m->layout.desc.num_stages - 1];
 }
 
-void cr_model_forward_enqueue(cr_model *m, const float *images, const int32_t *labels, int batch,
-                              int training, float grad_scale, cr_comm *comm) {
-    const cr_backend_ops *ops = m->be->ops;
+void cr_model_prepare(cr_model *m, const float *images, const int32_t *labels, int batch,
+                      int training, cr_comm *comm) {
     set_batch(m, batch);
     m->training = training;
     m->comm = comm;
@@ -349,6 +348,12 @@ void cr_model_forward_enqueue(cr_model *m, const float *images, const int32_t *l
     agree_global_batch(m);
     if (training) m->batches_tracked++;
     if (m->debug && training) model_debug_begin(m->debug, 0, m->batches_tracked);
+}
+
+void cr_model_forward_enqueue(cr_model *m, const float *images, const int32_t *labels, int batch,
+                              int training, float grad_scale, cr_comm *comm) {
+    const cr_backend_ops *ops = m->be->ops;
+    cr_model_prepare(m, images, labels, batch, training, comm);
     conv_forward(m, &m->stem_conv, images, m->a0);
     bn_forward(m, &m->stem_bn, m->a0, rows_of(m, CR_IMAGE_SIZE), NULL, 1, m->h0);
     const float *x = m->h0;

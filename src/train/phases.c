@@ -73,7 +73,7 @@ void phase_end(phase_clock *c) {
     double end = now_seconds();
     if (c->be->ops->range_pop) c->be->ops->range_pop(c->be);
     c->seconds[c->open] += end - c->opened_at;
-    if (c->open == PHASE_OPTIMIZER) c->steps++;
+    if (c->open == PHASE_OPTIMIZER || c->open == PHASE_GRAPH) c->steps++;
     if (c->trace)
         check_trace_write(c,
                           fprintf(c->trace,

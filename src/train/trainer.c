@@ -709,6 +709,7 @@ static int graph_step(run_state *rs, const cr_batch *b) {
     cr_backend *be = rs->be;
     cr_model *m = rs->model;
     int64_t tracked = cr_model_batches_tracked(m);
+    cr_comm *bn_comm = rs->cfg->dist.sync_bn ? rs->comm : NULL;
     if (!rs->graph) {
         be->ops->graph_begin(be);
         step_ops(rs, b); /* recorded, not run; the forward counted the batch */
@@ -722,8 +723,8 @@ static int graph_step(run_state *rs, const cr_batch *b) {
                        be->ops->name);
             return 0;
         }
-    } else {
-        cr_model_set_batches_tracked(m, tracked + 1); /* what the forward would count */
+    } else { /* the forward's host side: batch size (eval may have changed it), count */
+        cr_model_prepare(m, rs->images, rs->labels, b->size, 1, bn_comm);
     }
     phase_begin(&rs->clock, PHASE_GRAPH);
     be->ops->graph_launch(be, rs->graph);

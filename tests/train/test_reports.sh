@@ -29,7 +29,7 @@ common=(-o data.dir="$data" -o data.train_limit=256 -o train.batch_size=64 -o tr
 "$python" "$checker" events "$work/run_a" && ok || fail "tensorboard events of run_a"
 "$python" "$checker" events "$work/run_b" && ok || fail "tensorboard events of run_b"
 "$python" "$checker" timeline "$work/run_a/trace/timeline.json" 8 2 && ok || fail "timeline"
-n=$(grep -cE '^  time per step [0-9.]+ ms: data [0-9.]+, forward [0-9.]+, backward [0-9.]+, comm wait [0-9.]+, optimizer [0-9.]+$' "$work/a.log")
+n=$(grep -cE '^  time per step [0-9.]+ ms: data [0-9.]+, forward [0-9.]+, backward [0-9.]+, comm wait [0-9.]+, optimizer [0-9.]+(, graph [0-9.]+)?$' "$work/a.log")
 [ "$n" -eq 2 ] && ok || { fail "$n phase lines for 2 epochs"; cat "$work/a.log"; }
 
 "$python" "$root/scripts/report.py" -o "$work/report" "$work/run_a" "$work/run_b" \

@@ -9,8 +9,9 @@
  * down-converting or reducing in lower precision are skipped, so results
  * match the CPU backend to fp32 rounding. CR_MATH_TF32 also accepts the
  * tensor-core engines (TF32 inputs, fp32 accumulation), never the
- * down-converting or reduced-precision ones. Among the acceptable engines,
- * deterministic ones are preferred, then the heuristic's order.
+ * down-converting or reduced-precision ones. With fp32, deterministic
+ * engines are preferred among the acceptable ones, then the heuristic's
+ * order; with tf32, the heuristic's order alone.
  *
  * Execution plans are made on first use and kept in a cache in the context,
  * keyed by (shape, pass, alignment): layers of one shape share a plan, and a
@@ -266,10 +267,14 @@ static cudnnBackendDescriptor_t plan_from_heuristic(cudnnHandle_t handle, cr_mat
     cudnnBackendDescriptor_t plan = NULL;
     int *kinds = cr_calloc(count > 0 ? (size_t)count : 1, sizeof *kinds, "cuDNN heuristics");
     for (int64_t i = 0; i < count; i++) kinds[i] = engine_kind(configs[i], math);
+    /* fp32: deterministic engines first, for runs that repeat bit for bit;
+     * tf32: the heuristic's order, or a deterministic fp32 engine ranked
+     * low would push out the tensor-core ones TF32 is for. */
     const int preference[] = {ENGINE_DETERMINISTIC, ENGINE_NONDETERMINISTIC};
-    for (int p = 0; p < 2 && !plan; p++) {
+    int rounds = math == CR_MATH_TF32 ? 1 : 2;
+    for (int p = 0; p < rounds && !plan; p++) {
         for (int64_t i = 0; i < count && !plan; i++) {
-            if (kinds[i] != preference[p]) continue;
+            if (kinds[i] == ENGINE_REJECTED || (rounds == 2 && kinds[i] != preference[p])) continue;
             plan = try_plan(handle, configs[i]);
             if (plan && plan_workspace(plan) > MAX_WORKSPACE_BYTES) {
                 destroy(plan);
