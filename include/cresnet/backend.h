@@ -217,8 +217,10 @@ typedef struct {
     void (*linear_backward)(cr_backend *be, const float *x, const float *w, const float *dy,
                             int batch, int in, int out, float *dx, float *dw, float *db);
     /* Softmax cross-entropy. Writes loss_sum[0] = sum over the batch of -log
-     * p(label), predicted[i] = argmax, and when dlogits is not NULL
-     * dlogits = (softmax - onehot) * grad_scale. */
+     * p(label), loss_sum[1] = how many argmaxes equal the label (exact in
+     * float below 2^24), predicted[i] = argmax, and when dlogits is not NULL
+     * dlogits = (softmax - onehot) * grad_scale. One read of loss_sum[0..2)
+     * gives a step's loss and accuracy. */
     void (*softmax_xent)(cr_backend *be, const float *logits, const int32_t *labels, int batch,
                          int classes, float grad_scale, float *dlogits, float *loss_sum,
                          int32_t *predicted);

@@ -138,8 +138,7 @@ cr_forward_result cr_model_result(cr_model *m);
 /* The host-side part of cr_model_forward_enqueue alone (batch size, mode,
  * inputs, the batch count): what a replayed recording of the pass needs
  * done on the host, since the replay itself does only the device work. */
-void cr_model_prepare(cr_model *m, const float *images, const int32_t *labels, int batch,
-                      int training, cr_comm *comm);
+void cr_model_prepare(cr_model *m, const float *images, int batch, int training, cr_comm *comm);
 
 /* Told during the backward pass that grads[first .. param_count) are final:
  * parameters are laid out in forward order and the backward pass finishes

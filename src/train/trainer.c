@@ -724,7 +724,7 @@ static int graph_step(run_state *rs, const cr_batch *b) {
             return 0;
         }
     } else { /* the forward's host side: batch size (eval may have changed it), count */
-        cr_model_prepare(m, rs->images, rs->labels, b->size, 1, bn_comm);
+        cr_model_prepare(m, rs->images, b->size, 1, bn_comm);
     }
     phase_begin(&rs->clock, PHASE_GRAPH);
     be->ops->graph_launch(be, rs->graph);

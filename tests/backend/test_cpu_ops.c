@@ -238,19 +238,24 @@ static void test_linear(cr_backend *be) {
 }
 
 static double xent_loss(cr_backend *be, const float *logits, const int32_t *labels, int batch) {
-    float loss;
+    float loss[2];
     int32_t predicted[8];
-    be->ops->softmax_xent(be, logits, labels, batch, 10, 0.0f, NULL, &loss, predicted);
-    return loss;
+    be->ops->softmax_xent(be, logits, labels, batch, 10, 0.0f, NULL, loss, predicted);
+    return loss[0];
 }
 
 static void test_softmax_xent(cr_backend *be) {
     const int batch = 6;
-    float logits[60], dlogits[60], v[60], bumped[60], loss;
+    float logits[60], dlogits[60], v[60], bumped[60], sums[2];
     int32_t labels[6] = {0, 3, 9, 3, 5, 1}, predicted[6];
     fill_random(logits, 60, 4.0f, 40);
     logits[2 * 10 + 9] = 30.0f; /* a confident, correct prediction */
-    be->ops->softmax_xent(be, logits, labels, batch, 10, 0.5f, dlogits, &loss, predicted);
+    logits[4 * 10 + 5] = 30.0f; /* another */
+    be->ops->softmax_xent(be, logits, labels, batch, 10, 0.5f, dlogits, sums, predicted);
+    float loss = sums[0];
+    int hits = 0;
+    for (int n = 0; n < batch; n++) hits += predicted[n] == labels[n];
+    CHECK(hits >= 2 && sums[1] == (float)hits, "correct count %g, argmax hits %d", sums[1], hits);
     double expect = 0.0;
     for (int n = 0; n < batch; n++) {
         double denom = 0.0;

@@ -363,29 +363,31 @@ static void test_softmax_xent(const backends *b) {
     cr_backend *cpu = b->cpu, *gpu = b->gpu;
     const int batch = 300, classes = 10; /* more samples than the kernel's threads */
     size_t n = (size_t)batch * classes;
-    float *logits = random_floats(n, 4.0f, 40), *dlogits = floats(n), loss, d_loss_host;
+    float *logits = random_floats(n, 4.0f, 40), *dlogits = floats(n), loss[2], d_loss_host[2];
     logits[2 * classes + 9] = 30.0f; /* a confident prediction */
     int32_t *labels = malloc(batch * sizeof(int32_t)), *predicted = malloc(batch * sizeof(int32_t));
     int32_t *d_predicted_host = malloc(batch * sizeof(int32_t));
     for (int i = 0; i < batch; i++) labels[i] = (int32_t)(cr_rng_u32(99, 41, i) % classes);
-    cpu->ops->softmax_xent(cpu, logits, labels, batch, classes, 0.5f, dlogits, &loss, predicted);
+    cpu->ops->softmax_xent(cpu, logits, labels, batch, classes, 0.5f, dlogits, loss, predicted);
 
     float *d_logits = upload_floats(gpu, logits, n), *d_dlogits = garbage(gpu, n);
     int32_t *d_labels = upload(gpu, labels, batch * sizeof(int32_t));
     int32_t *d_predicted = gpu->ops->alloc(gpu, batch * sizeof(int32_t));
-    float *d_loss = garbage(gpu, 1);
+    float *d_loss = garbage(gpu, 2);
     gpu->ops->softmax_xent(gpu, d_logits, d_labels, batch, classes, 0.5f, d_dlogits, d_loss,
                            d_predicted);
-    gpu->ops->copy_to_host(gpu, &d_loss_host, d_loss, sizeof(float));
+    gpu->ops->copy_to_host(gpu, d_loss_host, d_loss, sizeof d_loss_host);
     gpu->ops->copy_to_host(gpu, d_predicted_host, d_predicted, batch * sizeof(int32_t));
-    CHECK_CLOSE(d_loss_host, loss, 1e-6, 1e-6, "cross-entropy sum");
+    CHECK_CLOSE(d_loss_host[0], loss[0], 1e-6, 1e-6, "cross-entropy sum");
+    CHECK(d_loss_host[1] == loss[1] && loss[1] > 0, "correct count %g (cpu %g)", d_loss_host[1],
+          loss[1]);
     CHECK(memcmp(d_predicted_host, predicted, batch * sizeof(int32_t)) == 0, "argmax differs");
     expect_close(gpu, d_dlogits, dlogits, n, OP_TOL, "cross-entropy gradient");
     /* Without a gradient (evaluation). */
     gpu->ops->softmax_xent(gpu, d_logits, d_labels, batch, classes, 0.0f, NULL, d_loss,
                            d_predicted);
-    gpu->ops->copy_to_host(gpu, &d_loss_host, d_loss, sizeof(float));
-    CHECK_CLOSE(d_loss_host, loss, 1e-6, 1e-6, "cross-entropy sum (no gradient)");
+    gpu->ops->copy_to_host(gpu, d_loss_host, d_loss, sizeof d_loss_host);
+    CHECK_CLOSE(d_loss_host[0], loss[0], 1e-6, 1e-6, "cross-entropy sum (no gradient)");
     gpu->ops->free(gpu, d_logits), gpu->ops->free(gpu, d_dlogits), gpu->ops->free(gpu, d_labels);
     gpu->ops->free(gpu, d_predicted), gpu->ops->free(gpu, d_loss);
     free(logits), free(dlogits), free(labels), free(predicted), free(d_predicted_host);

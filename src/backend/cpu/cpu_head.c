@@ -77,6 +77,7 @@ void cpu_softmax_xent(cr_backend *be, const float *logits, const int32_t *labels
                       int32_t *predicted) {
     (void)be;
     double total = 0.0;
+    int correct = 0;
     for (int n = 0; n < batch; n++) {
         const float *z = logits + (long)n * classes;
         int best = 0;
@@ -87,6 +88,7 @@ void cpu_softmax_xent(cr_backend *be, const float *logits, const int32_t *labels
         double log_denom = log(denom) + z[best];
         total += log_denom - z[labels[n]];
         predicted[n] = best;
+        correct += best == labels[n];
         if (!dlogits) continue;
         for (int k = 0; k < classes; k++) {
             double p = exp((double)z[k] - log_denom);
@@ -94,6 +96,7 @@ void cpu_softmax_xent(cr_backend *be, const float *logits, const int32_t *labels
         }
     }
     loss_sum[0] = (float)total;
+    loss_sum[1] = (float)correct;
 }
 
 /* torch.optim.SGD, operation for operation (weight decay, momentum,

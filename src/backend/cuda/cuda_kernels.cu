@@ -260,8 +260,10 @@ __global__ void softmax_xent_kernel(const float *logits, const int32_t *labels, 
                                     int classes, float grad_scale, float *dlogits, float *loss_sum,
                                     int32_t *predicted) {
     __shared__ double lane[XENT_THREADS];
+    __shared__ int hits[XENT_THREADS];
     const int t = threadIdx.x;
     double total = 0.0;
+    int correct = 0;
     for (int n = t; n < batch; n += XENT_THREADS) {
         const float *z = logits + (long)n * classes;
         const int label = labels[n];
@@ -273,6 +275,7 @@ __global__ void softmax_xent_kernel(const float *logits, const int32_t *labels, 
         const double log_denom = log(denom) + z[best];
         total += log_denom - z[label];
         predicted[n] = best;
+        correct += best == label;
         if (!dlogits) continue;
         for (int k = 0; k < classes; k++) {
             double p = exp((double)z[k] - log_denom);
@@ -280,12 +283,13 @@ __global__ void softmax_xent_kernel(const float *logits, const int32_t *labels, 
         }
     }
     lane[t] = total;
+    hits[t] = correct;
     __syncthreads();
     for (int half = XENT_THREADS / 2; half > 0; half /= 2) {
-        if (t < half) lane[t] += lane[t + half];
+        if (t < half) lane[t] += lane[t + half], hits[t] += hits[t + half];
         __syncthreads();
     }
-    if (t == 0) loss_sum[0] = (float)lane[0];
+    if (t == 0) loss_sum[0] = (float)lane[0], loss_sum[1] = (float)hits[0];
 }
 
 /* ---- optimizer ---- */
