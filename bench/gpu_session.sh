@@ -316,7 +316,7 @@ full_data() { # d1 + d2..d4's parts -> the official six files, MD5-checked
 # ---- benchmarks ----
 
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" | tail -1; }
-declare -A ours ours_tf32 theirs theirs_tf32
+declare -A ours ours_tf32 theirs theirs_tf32 gflop ours_mib theirs_mib
 
 bench_cresnet() { # MODEL STEPS WARMUP PRECISION
   local log=$logs/bench_$4_$1.log v
@@ -326,6 +326,8 @@ bench_cresnet() { # MODEL STEPS WARMUP PRECISION
   grep -E '^bench:|time per step|error' "$log"
   v=$(sed -n 's/^bench: .*: \([0-9.]*\) images\/s total.*/\1/p' "$log")
   if [ "$4" = fp32 ]; then ours[$1]=$v; else ours_tf32[$1]=$v; fi
+  gflop[$1]=$(sed -n 's/^bench: \([0-9.]*\) GFLOP per training image.*/\1/p' "$log")
+  [ "$4" = fp32 ] && ours_mib[$1]=$(sed -n 's/.*device memory in use \([0-9]*\) MiB.*/\1/p' "$log")
 }
 
 bench_torch() { # MODEL STEPS WARMUP PRECISION LIMIT: PyTorch without our LD_LIBRARY_PATH
@@ -336,6 +338,24 @@ bench_torch() { # MODEL STEPS WARMUP PRECISION LIMIT: PyTorch without our LD_LIB
   local v
   v=$(field images_per_s <"$log")
   if [ "$4" = fp32 ]; then theirs[$1]=$v; else theirs_tf32[$1]=$v; fi
+  [ "$4" = fp32 ] && theirs_mib[$1]=$(field gpu_mem_mb <"$log")
+}
+
+# Dense peak TFLOP/s from NVIDIA's datasheets (fp32, then TF32 tensor
+# cores without sparsity); empty for a card not listed.
+peak_tflops() { # GPU-NAME fp32|tf32
+  case "$1" in
+    *H200* | *"H100 80GB HBM3"* | *"H100 SXM"*) [ "$2" = fp32 ] && echo 67 || echo 494.7 ;;
+    *"H100 PCIe"*) [ "$2" = fp32 ] && echo 51.2 || echo 378 ;;
+    *) echo "" ;;
+  esac
+}
+
+# "T TFLOP/s (M% MFU)" of IMAGES/S at GFLOP per image against PEAK.
+achieved() { # IMAGES_PER_S GFLOP PEAK
+  [ -n "$1" ] && [ -n "$2" ] || { echo —; return; }
+  awk -v r="$1" -v g="$2" -v p="$3" 'BEGIN { t = r * g / 1000;
+    if (p != "") printf "%.2f (%.1f%%)", t, 100 * t / p; else printf "%.2f", t }'
 }
 
 table() {
@@ -355,6 +375,20 @@ table() {
       [ -n "$a" ] && [ -n "$b" ] && r1=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2fx", a / b }')
       [ -n "$c" ] && [ -n "$d" ] && r2=$(awk -v a="$c" -v b="$d" 'BEGIN { printf "%.2fx", a / b }')
       note "| $m | ${a:-—} | ${b:-—} | $r1 | ${c:-—} | ${d:-—} | $r2 |"
+    done
+    local p32 ptf
+    p32=$(peak_tflops "$gpu" fp32) ptf=$(peak_tflops "$gpu" tf32)
+    note ""
+    note "Model FLOPs (convolutions and linear layer, forward + both gradients, the same count for"
+    note "both implementations) per second and MFU against the card's dense peak (${p32:-?} fp32,"
+    note "${ptf:-?} TF32 TFLOP/s); memory: cresnet's device memory in use after the run beyond"
+    note "the CUDA context (cudaMemGetInfo), PyTorch's torch.cuda.max_memory_allocated."
+    note ""
+    note "| model | GFLOP/image | cresnet fp32 TFLOP/s | torch fp32 | cresnet tf32 | torch tf32 | cresnet MiB | torch MiB |"
+    note "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for m in small medium large; do
+      local g=${gflop[$m]:-}
+      note "| $m | ${g:-—} | $(achieved "${ours[$m]:-}" "$g" "$p32") | $(achieved "${theirs[$m]:-}" "$g" "$p32") | $(achieved "${ours_tf32[$m]:-}" "$g" "$ptf") | $(achieved "${theirs_tf32[$m]:-}" "$g" "$ptf") | ${ours_mib[$m]:-—} | ${theirs_mib[$m]:-—} |"
     done
   } >"$OUT/table.md"
 }

@@ -132,6 +132,11 @@ typedef struct {
     void *(*host_alloc)(cr_backend *be, size_t bytes);
     void (*host_free)(cr_backend *be, void *ptr);
     int (*host_accessible)(cr_backend *be, const void *ptr);
+    /* Optional: bytes of device memory in use now beyond those in use when
+     * the backend was created (a GPU's allocations, for benchmarks; the
+     * device's own count, so another process's allocations meanwhile count
+     * too). */
+    size_t (*device_memory_used)(cr_backend *be);
     /* 1 where alloc returns memory the host cannot use (a GPU's): there the
      * trainer keeps the images on the device and augments them with
      * augment_batch by default. */

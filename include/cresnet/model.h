@@ -156,4 +156,10 @@ void cr_model_backward(cr_model *m, cr_comm *comm, const cr_grad_hook *hook);
 /* torchsummary's table for the description, as the report prints it. */
 void cr_model_print_summary(const cr_model_desc *desc, FILE *out);
 
+/* Floating-point operations of one training image (2 per multiply-add) in
+ * the convolutions and the linear layer, the convention of MFU figures:
+ * forward, gradient of the weights, and gradient of the inputs everywhere
+ * but the images. BatchNorm, ReLU and pooling are not counted. */
+double cr_model_train_flops(const cr_model_desc *desc);
+
 #endif

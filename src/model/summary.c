@@ -41,6 +41,23 @@ static void conv_bn_rows(summary_state *st, int in_c, int out_c, int k, int hw) 
     row(st, "BatchNorm2d", out_c, hw, 2LL * out_c);
 }
 
+/* Multiply-adds of one image through a convolution producing hw x hw. */
+static double conv_macs(int in_c, int out_c, int k, int hw) {
+    return (double)hw * hw * out_c * in_c * k * k;
+}
+
+double cr_model_train_flops(const cr_model_desc *desc) {
+    double stem = conv_macs(CR_IMAGE_CHANNELS, desc->widths[0], 3, CR_IMAGE_SIZE), rest = 0.0;
+    for (int k = 0; k < model_num_blocks(desc); k++) {
+        block_geometry g = model_block(desc, k);
+        rest += conv_macs(g.in_c, g.out_c, 3, g.out_hw) + conv_macs(g.out_c, g.out_c, 3, g.out_hw);
+        if (g.has_shortcut) rest += conv_macs(g.in_c, g.out_c, 1, g.out_hw);
+    }
+    rest += (double)CR_NUM_CLASSES * desc->widths[desc->num_stages - 1];
+    /* Forward and weight gradient of every layer, input gradient of all but the stem. */
+    return 2.0 * (2.0 * stem + 3.0 * rest);
+}
+
 void cr_model_print_summary(const cr_model_desc *desc, FILE *out) {
     const char *rule = "----------------------------------------------------------------";
     const char *double_rule = "================================================================";

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1009,6 +1010,27 @@ int cr_eval(const cr_config *cfg, const char *checkpoint_path) {
     return CR_EXIT_OK;
 }
 
+/* Achieved FLOP rate (model FLOPs of convolutions and the linear layer:
+ * divide by the device's peak for MFU) and memory: the device's, or this
+ * process's peak resident set on the CPU. */
+static void print_bench_compute(run_state *rs, double images_per_s) {
+    cr_model_desc desc = cr_config_model(rs->cfg);
+    double flops = cr_model_train_flops(&desc);
+    char memory[96];
+    if (rs->be->ops->device_memory_used) {
+        snprintf(memory, sizeof memory, "device memory in use %.0f MiB",
+                 rs->be->ops->device_memory_used(rs->be) / 1048576.0);
+    } else {
+        struct rusage usage;
+        getrusage(RUSAGE_SELF, &usage);
+        snprintf(memory, sizeof memory, "peak resident memory %.0f MiB (rank 0)",
+                 usage.ru_maxrss / 1024.0);
+    }
+    printf("bench: %.4f GFLOP per training image (convolutions and linear layer), %.3f TFLOP/s, "
+           "%s\n",
+           flops * 1e-9, flops * images_per_s * 1e-12, memory);
+}
+
 int cr_bench(const cr_config *cfg, int steps, int warmup) {
     run_state rs;
     setup(&rs, cfg, 1);
@@ -1040,6 +1062,7 @@ int cr_bench(const cr_config *cfg, int steps, int warmup) {
                cfg->model.arch, cfg->train.batch_size, rs.comm->world_size, steps, warmup,
                images / seconds, images / seconds / rs.comm->world_size, 1e3 * seconds / steps,
                1e3 * rs.comm_wait_seconds / steps, 100.0 * rs.comm_wait_seconds / seconds);
+    if (rs.comm->rank == 0) print_bench_compute(&rs, images / seconds);
     progress lines = {.lines = rs.comm->rank == 0};
     report_phases(&rs, &lines, 0);
     teardown(&rs);

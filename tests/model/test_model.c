@@ -24,6 +24,23 @@ static void test_presets(void) {
     }
 }
 
+/* ResNetSmall by hand, multiply-adds per image: stem 32*32*16*3*9 = 442,368;
+ * layer1 2 x 32*32*16*16*9 = 4,718,592; layer2 16*16*32*(16+32)*9 +
+ * 16*16*32*16 = 3,670,016; layer3 8*8*64*(32+64)*9 + 8*8*64*32 =
+ * 3,670,016; linear 640. Training: 2 FLOPs each, forward + weight gradient
+ * everywhere, input gradient but for the stem. */
+static void test_flops(void) {
+    cr_model_desc desc;
+    cr_model_preset("small", &desc);
+    double stem = 442368, rest = 4718592 + 3670016 + 3670016 + 640;
+    double want = 2 * (2 * stem + 3 * rest);
+    CHECK(cr_model_train_flops(&desc) == want, "small: %.0f training FLOPs per image, want %.0f",
+          cr_model_train_flops(&desc), want);
+    cr_model_preset("large", &desc);
+    CHECK(cr_model_train_flops(&desc) > 10 * want, "large: %.3g FLOPs",
+          cr_model_train_flops(&desc));
+}
+
 static void test_names(void) {
     cr_model_desc desc;
     cr_model_preset("small", &desc);
@@ -138,6 +155,7 @@ static void test_torch_layout(void) {
 
 int main(void) {
     test_presets();
+    test_flops();
     test_names();
     test_describe();
     test_init();

@@ -47,6 +47,7 @@ typedef struct {
     void **retired;
     int num_retired;
     void *cublas_workspace; /* set on the handle so that no GEMM allocates while recorded */
+    size_t used_at_start;   /* device bytes in use before this backend allocated any */
 } cuda_context;
 
 static inline cuda_context *cuda_ctx(cr_backend *be) { return (cuda_context *)be->context; }

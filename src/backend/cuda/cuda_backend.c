@@ -204,6 +204,19 @@ static void cuda_graph_free(cr_backend *be, cr_graph *graph) {
     ctx->live_graphs--;
 }
 
+static size_t device_bytes_in_use(void) {
+    size_t free_bytes = 0, total = 0;
+    CR_CUDA(cudaMemGetInfo(&free_bytes, &total));
+    return total - free_bytes;
+}
+
+/* Everything on the device counts, cuDNN's and cuBLAS's workspaces too;
+ * the CUDA context itself was there before. */
+static size_t cuda_device_memory_used(cr_backend *be) {
+    size_t now = device_bytes_in_use(), start = cuda_ctx(be)->used_at_start;
+    return now > start ? now - start : 0;
+}
+
 static void cuda_describe(cr_backend *be, char *out, size_t len) {
     struct cudaDeviceProp prop;
     CR_CUDA(cudaGetDeviceProperties(&prop, cuda_ctx(be)->device));
@@ -248,6 +261,7 @@ static const cr_backend_ops cuda_ops = {
     .graph_end = cuda_graph_end,
     .graph_launch = cuda_graph_launch,
     .graph_free = cuda_graph_free,
+    .device_memory_used = cuda_device_memory_used,
     .device_memory = 1,
     .augment_batch = cuda_augment_batch,
     .conv_plan = cuda_conv_plan,
@@ -310,6 +324,8 @@ cr_backend *cr_backend_cuda_create(int device, cr_math math) {
     cuda_context *ctx = cr_calloc(1, sizeof *ctx, "cuda backend");
     ctx->device = device;
     ctx->math = math;
+    CR_CUDA(cudaFree(NULL)); /* the context exists before the baseline */
+    ctx->used_at_start = device_bytes_in_use();
     /* Non-blocking: the stream never waits on the legacy default stream
      * that libraries or other code might use. */
     CR_CUDA(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
