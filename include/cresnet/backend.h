@@ -247,10 +247,19 @@ cr_backend *cr_backend_cpu_create(int num_threads);
 
 /* The CUDA backend (src/backend/cuda): these exist only when built with
  * CRESNET_CUDA, which also defines CRESNET_HAVE_CUDA. */
-/* CUDA device `device` (0-based) computing with `math`; exits with a usage
- * error when there is no such device or it is older than compute
- * capability 8.0. */
-cr_backend *cr_backend_cuda_create(int device, cr_math math);
+typedef struct {
+    cr_math math;
+    /* Time the acceptable cuDNN engines of each convolution plan once and
+     * keep the fastest (0: the heuristic's first). Costs start-up time. */
+    int autotune;
+    /* Only engines cuDNN does not note as non-deterministic: a run repeats
+     * bit for bit (our kernels and cuBLAS's GEMMs always do). */
+    int deterministic;
+} cr_cuda_options;
+
+/* CUDA device `device` (0-based); exits with a usage error when there is no
+ * such device or it is older than compute capability 8.0. */
+cr_backend *cr_backend_cuda_create(int device, const cr_cuda_options *options);
 /* Visible CUDA devices; 0 when there is none or no driver (not an error). */
 int cr_cuda_device_count(void);
 /* The backend's CUDA stream (a cudaStream_t), on which all its ops run in

@@ -83,7 +83,8 @@ typedef struct {
     struct {
         cr_device_type type;
         int debug;
-        int graphs; /* record the training step once, replay it (CUDA graphs) */
+        int graphs;   /* record the training step once, replay it (CUDA graphs) */
+        int autotune; /* time cuDNN's engines per convolution plan, keep the fastest */
     } device;
     struct {
         char dir[CR_PATH_MAX]; /* "" = <log.dir>/checkpoints */
@@ -113,7 +114,7 @@ void cr_config_validate(const cr_config *cfg, const char *where);
 void cr_config_write(const cr_config *cfg, FILE *out);
 /* FNV-1a 64 of every key that shapes the computation (all but log.*,
  * checkpoint.*, data.dir, data.num_threads, data.on_device, device.debug,
- * device.graphs): equal training,
+ * device.graphs, device.autotune): equal training,
  * equal digests, wherever its files go. */
 uint64_t cr_config_digest(const cr_config *cfg);
 /* The model description of cfg->model. Exits 2 if invalid. */

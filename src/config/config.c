@@ -144,6 +144,7 @@ static const key_spec keys[] = {
     ENUM("device.type", device.type, device_names),
     BOOL("device.debug", device.debug),
     BOOL("device.graphs", device.graphs),
+    BOOL("device.autotune", device.autotune),
 
     STRING("checkpoint.dir", checkpoint.dir),
     INT("checkpoint.every_epochs", checkpoint.every_epochs, 0, INT_MAX),
@@ -989,8 +990,8 @@ void cr_config_write(const cr_config *cfg, FILE *out) {
  * log.dir, resume: auto) and still be the same run. */
 static int is_run_only(const char *path) {
     static const char *const prefixes[] = {
-        "log.",           "checkpoint.",  "data.dir",     "data.num_threads",
-        "data.on_device", "device.debug", "device.graphs"};
+        "log.",           "checkpoint.",  "data.dir",      "data.num_threads",
+        "data.on_device", "device.debug", "device.graphs", "device.autotune"};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
         if (strncmp(path, prefixes[i], strlen(prefixes[i])) == 0) return 1;
     return 0;

@@ -123,8 +123,11 @@ static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
         if (cfg->train.precision == CR_PRECISION_BF16)
             cr_fatal(CR_EXIT_USAGE, "train.precision",
                      "bf16 is not implemented yet (fp32 and tf32 are)");
-        cr_math math = cfg->train.precision == CR_PRECISION_TF32 ? CR_MATH_TF32 : CR_MATH_FP32;
-        return cr_backend_cuda_create(comm->local_rank % gpus, math);
+        cr_cuda_options options = {.math = cfg->train.precision == CR_PRECISION_TF32 ? CR_MATH_TF32
+                                                                                     : CR_MATH_FP32,
+                                   .autotune = cfg->device.autotune,
+                                   .deterministic = cfg->train.deterministic || cfg->device.debug};
+        return cr_backend_cuda_create(comm->local_rank % gpus, &options);
     }
 #else
     (void)comm;

@@ -9,8 +9,8 @@
 
 #include "cresnet/backend.h"
 
-static inline cr_backend *cpu_standin_create(int device, cr_math math) {
-    (void)device, (void)math;
+static inline cr_backend *cpu_standin_create(int device, const cr_cuda_options *options) {
+    (void)device, (void)options;
     return cr_backend_cpu_create(0);
 }
 

@@ -166,7 +166,7 @@ int main(void) {
         return 0;
     }
     int rank = mpi->rank, world = mpi->world_size, local = mpi->local_rank;
-    setup s = {.be = cr_backend_cuda_create(local, CR_MATH_FP32)};
+    setup s = {.be = cr_backend_cuda_create(local, &(cr_cuda_options){.math = CR_MATH_FP32})};
     s.comm = cr_comm_nccl_create(s.be, mpi);
     CHECK(strcmp(s.comm->ops->name, "nccl") == 0, "name %s", s.comm->ops->name);
     CHECK(s.comm->rank == rank && s.comm->world_size == world && s.comm->local_rank == local,

@@ -31,6 +31,8 @@ typedef struct cuda_conv_cache cuda_conv_cache;
 typedef struct {
     int device;
     cr_math math;        /* CR_MATH_TF32: tensor-core engines and GEMMs allowed */
+    int autotune;        /* time engines when making a convolution plan */
+    int deterministic;   /* deterministic cuDNN engines only */
     cudaStream_t stream; /* every op of the backend runs on it, in order */
     cudnnHandle_t cudnn;
     cublasHandle_t cublas;

@@ -318,12 +318,15 @@ static void check_device(int device) {
                  prop.name, prop.major, prop.minor);
 }
 
-cr_backend *cr_backend_cuda_create(int device, cr_math math) {
+cr_backend *cr_backend_cuda_create(int device, const cr_cuda_options *options) {
+    cr_math math = options->math;
     check_device(device);
     CR_CUDA(cudaSetDevice(device));
     cuda_context *ctx = cr_calloc(1, sizeof *ctx, "cuda backend");
     ctx->device = device;
     ctx->math = math;
+    ctx->autotune = options->autotune;
+    ctx->deterministic = options->deterministic;
     CR_CUDA(cudaFree(NULL)); /* the context exists before the baseline */
     ctx->used_at_start = device_bytes_in_use();
     /* Non-blocking: the stream never waits on the legacy default stream

@@ -24,8 +24,10 @@
  * parameter buffer) and, only when a call needs it, for 4-byte aligned ones:
  * a weight at an odd float offset of the parameter buffer is legal.
  *
- * Not here: bf16 convolutions, autotuning (timing several engines),
- * fusing BatchNorm into the convolution, CUDA graphs. */
+ * device.autotune times up to MAX_TUNED acceptable engines once per plan
+ * on scratch buffers and keeps the fastest.
+ *
+ * Not here: bf16 convolutions, fusing BatchNorm into the convolution. */
 #include "cuda.h"
 
 #include "cresnet/error.h"
@@ -255,10 +257,58 @@ static int64_t plan_workspace(cudnnBackendDescriptor_t plan) {
  * engine rather than failing the allocation later. */
 #define MAX_WORKSPACE_BYTES ((int64_t)1 << 30)
 
-/* Walks the heuristic's list: deterministic engines first, then the rest.
- * On success the chosen configuration is moved to *config (the caller owns
- * it) and its kind to *kind; every other one is destroyed. */
-static cudnnBackendDescriptor_t plan_from_heuristic(cudnnHandle_t handle, cr_math math,
+/* What an engine search needs besides the graph. With autotune, x, w, y
+ * are device buffers of the pass's three shapes to time candidates on. */
+typedef struct {
+    cudnnHandle_t handle;
+    cr_math math;
+    int autotune;
+    int deterministic; /* only engines without the nondeterministic note */
+    cudaStream_t stream;
+    void *x, *w, *y;
+} engine_search;
+
+/* Milliseconds per run of a plan: one run to warm up, then the mean of
+ * TIMED_RUNS, on the backend's stream (the data are whatever the buffers
+ * hold: a convolution's speed does not depend on its values). */
+enum { TIMED_RUNS = 3, MAX_TUNED = 8 };
+static float time_plan(const engine_search *es, cudnnBackendDescriptor_t plan) {
+    void *workspace = NULL;
+    int64_t bytes = plan_workspace(plan);
+    if (bytes > 0) CR_CUDA(cudaMalloc(&workspace, (size_t)bytes));
+    int64_t uids[3] = {UID_X, UID_W, UID_Y};
+    void *pointers[3] = {es->x, es->w, es->y};
+    cudnnBackendDescriptor_t pack = descriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+    SET(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids);
+    SET(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, pointers);
+    SET(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace);
+    CR_CUDNN(cudnnBackendFinalize(pack));
+    cudaEvent_t start, stop;
+    CR_CUDA(cudaEventCreate(&start));
+    CR_CUDA(cudaEventCreate(&stop));
+    CR_CUDNN(cudnnBackendExecute(es->handle, plan, pack));
+    CR_CUDA(cudaEventRecord(start, es->stream));
+    for (int i = 0; i < TIMED_RUNS; i++) CR_CUDNN(cudnnBackendExecute(es->handle, plan, pack));
+    CR_CUDA(cudaEventRecord(stop, es->stream));
+    CR_CUDA(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    CR_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    CR_CUDA(cudaEventDestroy(start));
+    CR_CUDA(cudaEventDestroy(stop));
+    destroy(pack);
+    CR_CUDA(cudaFree(workspace));
+    return ms / TIMED_RUNS;
+}
+
+/* Walks the heuristic's list: with fp32, deterministic engines first (runs
+ * that repeat bit for bit), then the rest; with tf32, the heuristic's order
+ * (a deterministic fp32 engine ranked low would push out the tensor-core
+ * ones TF32 is for); with deterministic set, deterministic engines only,
+ * in the heuristic's order. Without autotune the first engine that makes a plan
+ * wins; with it, the fastest of up to MAX_TUNED of the first kind that has
+ * any. On success the chosen configuration is moved to *config (the caller
+ * owns it) and its kind to *kind; every other one is destroyed. */
+static cudnnBackendDescriptor_t plan_from_heuristic(const engine_search *es,
                                                     cudnnBackendDescriptor_t graph,
                                                     cudnnBackendHeurMode_t mode,
                                                     cudnnBackendDescriptor_t *config, int *kind) {
@@ -266,26 +316,36 @@ static cudnnBackendDescriptor_t plan_from_heuristic(cudnnHandle_t handle, cr_mat
     cudnnBackendDescriptor_t *configs = heuristic_configs(graph, mode, &count);
     cudnnBackendDescriptor_t plan = NULL;
     int *kinds = cr_calloc(count > 0 ? (size_t)count : 1, sizeof *kinds, "cuDNN heuristics");
-    for (int64_t i = 0; i < count; i++) kinds[i] = engine_kind(configs[i], math);
-    /* fp32: deterministic engines first, for runs that repeat bit for bit;
-     * tf32: the heuristic's order, or a deterministic fp32 engine ranked
-     * low would push out the tensor-core ones TF32 is for. */
+    for (int64_t i = 0; i < count; i++) kinds[i] = engine_kind(configs[i], es->math);
     const int preference[] = {ENGINE_DETERMINISTIC, ENGINE_NONDETERMINISTIC};
-    int rounds = math == CR_MATH_TF32 ? 1 : 2;
+    int ordered = es->math == CR_MATH_FP32 || es->deterministic; /* by kind, then rank */
+    int rounds = ordered && !es->deterministic ? 2 : 1, tried = 0;
+    int64_t best = -1;
+    float best_ms = 0.0f;
     for (int p = 0; p < rounds && !plan; p++) {
-        for (int64_t i = 0; i < count && !plan; i++) {
-            if (kinds[i] == ENGINE_REJECTED || (rounds == 2 && kinds[i] != preference[p])) continue;
-            plan = try_plan(handle, configs[i]);
-            if (plan && plan_workspace(plan) > MAX_WORKSPACE_BYTES) {
-                destroy(plan);
-                plan = NULL;
+        for (int64_t i = 0; i < count && tried < MAX_TUNED; i++) {
+            if (kinds[i] == ENGINE_REJECTED || (ordered && kinds[i] != preference[p])) continue;
+            cudnnBackendDescriptor_t candidate = try_plan(es->handle, configs[i]);
+            if (candidate && plan_workspace(candidate) > MAX_WORKSPACE_BYTES) {
+                destroy(candidate);
+                candidate = NULL;
             }
-            if (plan) {
-                *config = configs[i];
-                configs[i] = NULL;
-                *kind = kinds[i];
+            if (!candidate) continue;
+            tried++;
+            float ms = es->autotune ? time_plan(es, candidate) : 0.0f;
+            if (plan && ms >= best_ms) {
+                destroy(candidate);
+                continue;
             }
+            destroy(plan);
+            plan = candidate, best = i, best_ms = ms;
+            if (!es->autotune) break;
         }
+    }
+    if (plan) {
+        *config = configs[best];
+        configs[best] = NULL;
+        *kind = kinds[best];
     }
     for (int64_t i = 0; i < count; i++) destroy(configs[i]);
     free(configs);
@@ -320,8 +380,33 @@ static void log_choice(const cache_entry *e, cudnnBackendDescriptor_t config, in
             (long long)e->exec.workspace_bytes);
 }
 
-static void entry_build(cache_entry *e, cudnnHandle_t handle, cr_math math) {
+/* Device buffers of the pass's x-, filter- and y-shaped tensors for timing
+ * (autotune), or none. */
+static void search_buffers(engine_search *es, const cr_conv_shape *s) {
+    if (!es->autotune) return;
+    size_t x = (size_t)s->batch * s->in_h * s->in_w * s->in_c;
+    size_t w = (size_t)s->out_c * s->kernel * s->kernel * s->in_c;
+    size_t y = (size_t)s->batch * s->out_h * s->out_w * s->out_c;
+    size_t sizes[3] = {x, w, y};
+    void **buffers[3] = {&es->x, &es->w, &es->y};
+    for (int i = 0; i < 3; i++) {
+        CR_CUDA(cudaMalloc(buffers[i], sizes[i] * sizeof(float)));
+        CR_CUDA(cudaMemsetAsync(*buffers[i], 0, sizes[i] * sizeof(float), es->stream));
+    }
+}
+
+static void search_buffers_free(engine_search *es) {
+    if (!es->autotune) return;
+    CR_CUDA(cudaStreamSynchronize(es->stream));
+    CR_CUDA(cudaFree(es->x));
+    CR_CUDA(cudaFree(es->w));
+    CR_CUDA(cudaFree(es->y));
+}
+
+static void entry_build(cache_entry *e, const cuda_context *ctx) {
     const cr_conv_shape *s = &e->shape;
+    cudnnHandle_t handle = ctx->cudnn;
+    cr_math math = ctx->math;
     int64_t align = alignment_bytes[e->alignment];
     cudnnBackendDescriptor_t x = tensor(UID_X, s->batch, s->in_c, s->in_h, s->in_w, align);
     cudnnBackendDescriptor_t w = tensor(UID_W, s->out_c, s->in_c, s->kernel, s->kernel, align);
@@ -335,12 +420,20 @@ static void entry_build(cache_entry *e, cudnnHandle_t handle, cr_math math) {
     const cudnnBackendHeurMode_t modes[] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
     cudnnBackendDescriptor_t config = NULL, plan = NULL;
     int kind = ENGINE_REJECTED;
+    engine_search es = {.handle = handle,
+                        .math = math,
+                        .autotune = ctx->autotune,
+                        .deterministic = ctx->deterministic,
+                        .stream = ctx->stream};
+    search_buffers(&es, s);
     for (size_t m = 0; m < sizeof modes / sizeof modes[0] && !plan; m++)
-        plan = plan_from_heuristic(handle, math, graph, modes[m], &config, &kind);
+        plan = plan_from_heuristic(&es, graph, modes[m], &config, &kind);
+    search_buffers_free(&es);
     if (!plan)
         cr_fatal(CR_EXIT_INTERNAL, "cuDNN",
-                 "no %s engine for the %s pass of a %dx%d stride-%d convolution %d->%d on "
+                 "no %s%s engine for the %s pass of a %dx%d stride-%d convolution %d->%d on "
                  "%dx%dx%d (batch %d, %lld-byte aligned)",
+                 ctx->deterministic ? "deterministic " : "",
                  math == CR_MATH_TF32 ? "fp32/tf32" : "fp32", pass_names[e->pass], s->kernel,
                  s->kernel, s->stride, s->in_c, s->out_c, s->in_h, s->in_w, s->in_c, s->batch,
                  (long long)align);
@@ -379,7 +472,7 @@ static conv_exec cached_plan(cuda_context *ctx, const cr_conv_shape *s, int pass
     e->shape = *s;
     e->pass = pass;
     e->alignment = alignment;
-    entry_build(e, ctx->cudnn, ctx->math);
+    entry_build(e, ctx);
     cache->count++;
     return e->exec;
 }
