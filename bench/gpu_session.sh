@@ -320,31 +320,35 @@ declare -A ours ours_tf32 theirs theirs_tf32 gflop ours_mib theirs_mib
 
 bench_cresnet() { # MODEL STEPS WARMUP PRECISION
   local log=$logs/bench_$4_$1.log v
+  rm -f "$log" # a skipped stage must not leave an earlier call's numbers
   stage "cresnet bench $4 $1" 90 "$log" "$build/cresnet" bench -c "configs/resnet_$1.yaml" \
     --steps "$2" --warmup "$3" -o device.type=cuda -o data.dir="$quick" -o train.precision="$4" \
     -o log.dir="$runs/bench-$4-$1" -o log.progress=lines
   grep -E '^bench:|time per step|error' "$log"
   v=$(sed -n 's/^bench: .*: \([0-9.]*\) images\/s total.*/\1/p' "$log")
   if [ "$4" = fp32 ]; then ours[$1]=$v; else ours_tf32[$1]=$v; fi
-  gflop[$1]=$(sed -n 's/^bench: \([0-9.]*\) GFLOP per training image.*/\1/p' "$log")
+  v=$(sed -n 's/^bench: \([0-9.]*\) GFLOP per training image.*/\1/p' "$log")
+  [ -n "$v" ] && gflop[$1]=$v
   [ "$4" = fp32 ] && ours_mib[$1]=$(sed -n 's/.*device memory in use \([0-9]*\) MiB.*/\1/p' "$log")
 }
 
 bench_torch() { # MODEL STEPS WARMUP PRECISION LIMIT: PyTorch without our LD_LIBRARY_PATH
   local log=$logs/torch_$4_$1.log
+  rm -f "$log"
   stage "torch $4 $1" "$5" "$log" env -u LD_LIBRARY_PATH OMP_NUM_THREADS=8 PYTHONUNBUFFERED=1 \
     "$PY" bench/torch_step.py --device cuda --precision "$4" "$quick" "$1" 128 "$2" "$3"
   grep -E 'model=|Error' "$log" | tail -3
   local v
   v=$(field images_per_s <"$log")
   if [ "$4" = fp32 ]; then theirs[$1]=$v; else theirs_tf32[$1]=$v; fi
-  [ "$4" = fp32 ] && theirs_mib[$1]=$(field gpu_mem_mb <"$log")
+  [ "$4" = fp32 ] && theirs_mib[$1]=$(field gpu_used_mb <"$log")
 }
 
 # Dense peak TFLOP/s from NVIDIA's datasheets (fp32, then TF32 tensor
 # cores without sparsity); empty for a card not listed.
 peak_tflops() { # GPU-NAME fp32|tf32
   case "$1" in
+    *"H200 NVL"* | *"H100 NVL"*) [ "$2" = fp32 ] && echo 60 || echo 417.5 ;;
     *H200* | *"H100 80GB HBM3"* | *"H100 SXM"*) [ "$2" = fp32 ] && echo 67 || echo 494.7 ;;
     *"H100 PCIe"*) [ "$2" = fp32 ] && echo 51.2 || echo 378 ;;
     *) echo "" ;;
@@ -381,8 +385,9 @@ table() {
     note ""
     note "Model FLOPs (convolutions and linear layer, forward + both gradients, the same count for"
     note "both implementations) per second and MFU against the card's dense peak (${p32:-?} fp32,"
-    note "${ptf:-?} TF32 TFLOP/s); memory: cresnet's device memory in use after the run beyond"
-    note "the CUDA context (cudaMemGetInfo), PyTorch's torch.cuda.max_memory_allocated."
+    note "${ptf:-?} TF32 TFLOP/s); memory: device memory in use after the run beyond the CUDA"
+    note "context (cudaMemGetInfo; PyTorch: torch.cuda.mem_get_info, its caching allocator's"
+    note "reserve included; its max_memory_allocated is in the torch logs as gpu_mem_mb)."
     note ""
     note "| model | GFLOP/image | cresnet fp32 TFLOP/s | torch fp32 | cresnet tf32 | torch tf32 | cresnet MiB | torch MiB |"
     note "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"

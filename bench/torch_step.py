@@ -81,6 +81,10 @@ def main():
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = True
+        # Device memory before anything of ours, context included: the end
+        # minus this is what cresnet's bench reports (cudaMemGetInfo).
+        torch.cuda.init()
+        free_at_start = torch.cuda.mem_get_info()[0]
         model = model.to("cuda", memory_format=fmt)
         images = images.to("cuda").contiguous(memory_format=fmt)
         labels = labels.to("cuda")
@@ -106,7 +110,9 @@ def main():
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     device = ""
     if cuda:
+        used_mb = (free_at_start - torch.cuda.mem_get_info()[0]) / 2**20
         device = (f" device=cuda gpu_mem_mb={torch.cuda.max_memory_allocated() / 2**20:.0f} "
+                  f"gpu_used_mb={used_mb:.0f}"
                   f"precision={opts['precision']} channels_last={int(fmt == torch.channels_last)}")
     print(f"model={arch} batch={batch} threads={torch.get_num_threads()} steps={steps} "
           f"images_per_s={steps * batch / seconds:.1f} ms_per_step={1e3 * seconds / steps:.2f} "

@@ -134,6 +134,9 @@ void cuda_sgd_step(cr_backend *be, float *params, const float *grads, float *mom
                    const cr_sgd_args *args);
 void cuda_scale(cr_backend *be, float *x, size_t n, float alpha);
 
+/* At least `microseconds` of device time on `stream` (a one-thread spin). */
+void cuda_spin(cudaStream_t stream, long microseconds);
+
 /* ---- cuda_kernels.cu: data ---- */
 void cuda_augment_batch(cr_backend *be, const uint8_t *pixels, const cr_image_transform *transforms,
                         int n, const float mean[3], const float std[3], float *images);

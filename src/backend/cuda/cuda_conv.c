@@ -32,6 +32,7 @@
 
 #include "cresnet/error.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,14 +269,22 @@ typedef struct {
     void *x, *w, *y;
 } engine_search;
 
-/* Milliseconds per run of a plan: one run to warm up, then the mean of
- * TIMED_RUNS, on the backend's stream (the data are whatever the buffers
- * hold: a convolution's speed does not depend on its values). */
-enum { TIMED_RUNS = 3, MAX_TUNED = 8 };
+/* Milliseconds per run of a plan, or INFINITY where it cannot run (no
+ * memory for its workspace, or cuDNN refuses at execution): that candidate
+ * is passed over, not the job failed. One run warms up; then the stream is
+ * held by a spin of about a millisecond while the timed runs are queued
+ * behind it, so the events measure the device's time, not the host's
+ * launches (a small convolution takes less than cuDNN's launch overhead).
+ * The data are whatever the buffers hold: a convolution's speed does not
+ * depend on its values. */
+enum { TIMED_RUNS = 5, MAX_TUNED = 8 };
 static float time_plan(const engine_search *es, cudnnBackendDescriptor_t plan) {
     void *workspace = NULL;
     int64_t bytes = plan_workspace(plan);
-    if (bytes > 0) CR_CUDA(cudaMalloc(&workspace, (size_t)bytes));
+    if (bytes > 0 && cudaMalloc(&workspace, (size_t)bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return INFINITY;
+    }
     int64_t uids[3] = {UID_X, UID_W, UID_Y};
     void *pointers[3] = {es->x, es->w, es->y};
     cudnnBackendDescriptor_t pack = descriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
@@ -283,21 +292,25 @@ static float time_plan(const engine_search *es, cudnnBackendDescriptor_t plan) {
     SET(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, pointers);
     SET(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace);
     CR_CUDNN(cudnnBackendFinalize(pack));
-    cudaEvent_t start, stop;
-    CR_CUDA(cudaEventCreate(&start));
-    CR_CUDA(cudaEventCreate(&stop));
-    CR_CUDNN(cudnnBackendExecute(es->handle, plan, pack));
-    CR_CUDA(cudaEventRecord(start, es->stream));
-    for (int i = 0; i < TIMED_RUNS; i++) CR_CUDNN(cudnnBackendExecute(es->handle, plan, pack));
-    CR_CUDA(cudaEventRecord(stop, es->stream));
-    CR_CUDA(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    CR_CUDA(cudaEventElapsedTime(&ms, start, stop));
-    CR_CUDA(cudaEventDestroy(start));
-    CR_CUDA(cudaEventDestroy(stop));
+    float ms = INFINITY;
+    if (cudnnBackendExecute(es->handle, plan, pack) == CUDNN_STATUS_SUCCESS) {
+        cudaEvent_t start, stop;
+        CR_CUDA(cudaEventCreate(&start));
+        CR_CUDA(cudaEventCreate(&stop));
+        cuda_spin(es->stream, 1000);
+        CR_CUDA(cudaEventRecord(start, es->stream));
+        for (int i = 0; i < TIMED_RUNS; i++) CR_CUDNN(cudnnBackendExecute(es->handle, plan, pack));
+        CR_CUDA(cudaEventRecord(stop, es->stream));
+        CR_CUDA(cudaEventSynchronize(stop));
+        CR_CUDA(cudaEventElapsedTime(&ms, start, stop));
+        ms /= TIMED_RUNS;
+        CR_CUDA(cudaEventDestroy(start));
+        CR_CUDA(cudaEventDestroy(stop));
+    }
+    CR_CUDA(cudaStreamSynchronize(es->stream)); /* before the workspace goes */
     destroy(pack);
     CR_CUDA(cudaFree(workspace));
-    return ms / TIMED_RUNS;
+    return ms;
 }
 
 /* Walks the heuristic's list: with fp32, deterministic engines first (runs
@@ -333,7 +346,7 @@ static cudnnBackendDescriptor_t plan_from_heuristic(const engine_search *es,
             if (!candidate) continue;
             tried++;
             float ms = es->autotune ? time_plan(es, candidate) : 0.0f;
-            if (plan && ms >= best_ms) {
+            if (isinf(ms) || (plan && ms >= best_ms)) { /* cannot run, or slower */
                 destroy(candidate);
                 continue;
             }

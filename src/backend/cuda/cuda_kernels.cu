@@ -345,6 +345,15 @@ __global__ void augment_batch_kernel(const uint8_t *pixels, const cr_image_trans
     }
 }
 
+/* Holds a stream for a while: what the host queues behind it meanwhile then
+ * runs back to back (engine timing). */
+__global__ void spin_kernel(long long nanoseconds) {
+    const long long start = clock64();
+    /* clock64 counts SM cycles; 2 per nanosecond covers every clock up to 2 GHz. */
+    while (clock64() - start < 2 * nanoseconds) {
+    }
+}
+
 } // namespace
 
 /* ---- the ops ---- */
@@ -479,6 +488,10 @@ void cuda_sgd_step(cr_backend *be, float *params, const float *grads, float *mom
     if (n == 0) return;
     LAUNCH(sgd_kernel, blocks_for(n, THREADS), THREADS, stream_of(be), params, grads, momentum_buf,
            n, *args);
+}
+
+void cuda_spin(cudaStream_t stream, long microseconds) {
+    LAUNCH(spin_kernel, 1, 1, stream, (long long)microseconds * 1000);
 }
 
 void cuda_augment_batch(cr_backend *be, const uint8_t *pixels, const cr_image_transform *transforms,
