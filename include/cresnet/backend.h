@@ -139,7 +139,8 @@ typedef struct {
     size_t (*device_memory_used)(cr_backend *be);
     /* 1 where alloc returns memory the host cannot use (a GPU's): there the
      * trainer keeps the images on the device and augments them with
-     * augment_batch by default. */
+     * augment_batch by default, and several ranks need a communicator that
+     * reaches device memory (NCCL, or MPI through host staging). */
     int device_memory;
     /* Optional (NULL: every op runs as it is called). Between graph_begin
      * and graph_end the ops are recorded, not run; graph_end returns the

@@ -21,8 +21,9 @@
  * it polls that state with a deadline; an NCCL failure or a timeout aborts
  * the communicator and the job with exit code 6, naming the rank (a failing
  * CUDA call exits 70, as in the backend). */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime, nanosleep */
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include "cresnet/backend.h"
+#include "cresnet/clock.h"
 #include "cresnet/comm.h"
 #include "cresnet/error.h"
 
@@ -56,12 +57,6 @@ typedef struct {
 } nccl_context;
 
 static nccl_context *ctx_of(cr_comm *comm) { return (nccl_context *)comm->context; }
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* Between polls: short enough not to delay a step, long enough to leave the
  * core to the data loader's threads. */
@@ -122,9 +117,9 @@ static ncclResult_t async_state(cr_comm *comm, const char *file, int line) {
 static void nccl_check(cr_comm *comm, ncclResult_t rc, const char *call, double timeout_s,
                        const char *file, int line) {
     if (rc != ncclSuccess && rc != ncclInProgress) nccl_fail(comm, call, rc, file, line);
-    double deadline = now_seconds() + timeout_s;
+    double deadline = cr_now_seconds() + timeout_s;
     while (rc == ncclInProgress) {
-        if (now_seconds() > deadline) timed_out(comm, call, timeout_s, file, line);
+        if (cr_now_seconds() > deadline) timed_out(comm, call, timeout_s, file, line);
         nap();
         rc = async_state(comm, file, line);
     }
@@ -143,13 +138,13 @@ static void nccl_check(cr_comm *comm, ncclResult_t rc, const char *call, double 
  * is gone. */
 static void await_event(cr_comm *comm, cudaEvent_t event, const char *what, const char *file,
                         int line) {
-    double deadline = now_seconds() + OP_TIMEOUT_S;
+    double deadline = cr_now_seconds() + OP_TIMEOUT_S;
     for (;;) {
         cudaError_t err = cudaEventQuery(event);
         if (err == cudaSuccess) return;
         if (err != cudaErrorNotReady) cuda_fail(comm, "cudaEventQuery", err, file, line);
         async_state(comm, file, line);
-        if (now_seconds() > deadline) timed_out(comm, what, OP_TIMEOUT_S, file, line);
+        if (cr_now_seconds() > deadline) timed_out(comm, what, OP_TIMEOUT_S, file, line);
         nap();
     }
 }

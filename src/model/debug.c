@@ -2,15 +2,14 @@
  * on purpose (a device wait and a copy to the host after every layer): it
  * is for finding where a NaN starts and where the time goes, not for
  * training. */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "model_internal.h"
 
+#include "cresnet/clock.h"
 #include "cresnet/error.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum { MAX_LAYERS = 512 };
 
@@ -32,12 +31,6 @@ struct model_debug {
     layer_time layers[MAX_LAYERS];
 };
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 model_debug *model_debug_create(cr_backend *be) {
     model_debug *d = cr_calloc(1, sizeof *d, "debug");
     d->be = be;
@@ -55,7 +48,7 @@ void model_debug_begin(model_debug *d, int backward, long step) {
     d->backward = backward;
     d->step = step;
     d->pass++;
-    d->mark = now_seconds();
+    d->mark = cr_now_seconds();
 }
 
 /* Layers appear in the same order every step: a short linear search. */
@@ -89,13 +82,13 @@ void model_debug_probe(model_debug *d, const char *layer, const char *what, cons
                        size_t count) {
     d->be->ops->synchronize(d->be);
     layer_time *t = layer_named(d, layer);
-    t->seconds[d->backward] += now_seconds() - d->mark;
+    t->seconds[d->backward] += cr_now_seconds() - d->mark;
     /* Several probes of one layer in one pass (a gradient for the weights,
      * one for the input) are one call. */
     if (t->last_pass[d->backward] != d->pass) t->calls[d->backward]++;
     t->last_pass[d->backward] = d->pass;
     check_finite(d, layer, what, data, count);
-    d->mark = now_seconds(); /* the check's own time is nobody's */
+    d->mark = cr_now_seconds(); /* the check's own time is nobody's */
 }
 
 void model_debug_print(model_debug *d, FILE *out) {

@@ -1,24 +1,17 @@
 /* The phase clock: per-epoch sums and the Chrome trace (JSON array format:
  * complete events "ph":"X" with microsecond ts/dur, pid = rank). */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "phases.h"
 
+#include "cresnet/clock.h"
 #include "cresnet/error.h"
 
 #include <errno.h>
 #include <string.h>
-#include <time.h>
 
 static const char *const names[PHASE_COUNT] = {"data",      "forward", "backward", "comm wait",
                                                "optimizer", "graph",   "evaluate", "checkpoint"};
 
 const char *phase_name(phase_id phase) { return names[phase]; }
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void check_trace_write(const phase_clock *c, int written) {
     if (written < 0)
@@ -29,7 +22,7 @@ void phase_clock_init(phase_clock *c, cr_backend *be, const char *timeline, int 
     memset(c, 0, sizeof *c);
     c->be = be;
     c->rank = rank;
-    c->origin = now_seconds();
+    c->origin = cr_now_seconds();
     c->open = PHASE_COUNT;
     if (!timeline[0]) return;
     if (rank == 0)
@@ -64,13 +57,13 @@ void phase_begin(phase_clock *c, phase_id phase) {
     CR_ASSERT(c->open == PHASE_COUNT);
     c->open = phase;
     if (c->be->ops->range_push) c->be->ops->range_push(c->be, names[phase]);
-    c->opened_at = now_seconds();
+    c->opened_at = cr_now_seconds();
 }
 
 void phase_end(phase_clock *c) {
     CR_ASSERT(c->open < PHASE_COUNT);
     c->be->ops->synchronize(c->be);
-    double end = now_seconds();
+    double end = cr_now_seconds();
     if (c->be->ops->range_pop) c->be->ops->range_pop(c->be);
     c->seconds[c->open] += end - c->opened_at;
     if (c->open == PHASE_OPTIMIZER || c->open == PHASE_GRAPH) c->steps++;

@@ -1,12 +1,13 @@
 /* The training loop and its outputs. One function per stage of a run, read
  * top-down: setup, epoch loop (train steps, evaluation, logging,
  * checkpoints), teardown. */
-#define _POSIX_C_SOURCE 200809L /* mkdir, isatty, clock_gettime */
+#define _POSIX_C_SOURCE 200809L /* mkdir, isatty */
 #include "cresnet/train.h"
 
 #include "phases.h"
 
 #include "cresnet/backend.h"
+#include "cresnet/clock.h"
 #include "cresnet/comm.h"
 #include "cresnet/data.h"
 #include "cresnet/error.h"
@@ -22,17 +23,10 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 static const char *const class_names[CR_NUM_CLASSES] = {
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"};
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* mkdir -p */
 static void make_dirs(const char *path) {
@@ -94,7 +88,6 @@ typedef struct {
     int32_t *predicted_host;
     float *stop_flag; /* device [1]: the ranks' vote on stopping, summed */
     int local_batch;
-    double comm_wait_seconds; /* blocked on gradient all-reduces */
     char checkpoint_dir[CR_PATH_MAX + 16];
     phase_clock clock;
     cr_tfevents *tensorboard; /* rank 0 with log.tensorboard, else NULL */
@@ -108,13 +101,13 @@ static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
     if (cfg->device.type == CR_DEVICE_CUDA || (cfg->device.type == CR_DEVICE_AUTO && gpus > 0)) {
         if (gpus == 0)
             cr_fatal(CR_EXIT_USAGE, "device.type", "cuda requested, but no GPU is visible");
-            /* NCCL needs a GPU per rank; MPI (dist.backend: mpi) lets ranks
-             * share one, which is how several ranks are tested on one GPU. */
 #ifdef CRESNET_HAVE_NCCL
         int gpu_per_rank = cfg->dist.backend != CR_DIST_MPI; /* auto and nccl pick NCCL */
 #else
         int gpu_per_rank = cfg->dist.backend == CR_DIST_NCCL;
 #endif
+        /* NCCL needs a GPU per rank; MPI (dist.backend: mpi) lets ranks
+         * share one, which is how several ranks are tested on one GPU. */
         if (comm->local_rank >= gpus && gpu_per_rank)
             cr_fatal(CR_EXIT_USAGE, "device.type",
                      "local rank %d has no GPU: this node has %d (one rank per GPU; "
@@ -159,17 +152,15 @@ static cr_comm *comm_for(const cr_config *cfg) {
     return cr_comm_none_create();
 }
 
-static int is_cuda(const cr_backend *be) { return strcmp(be->ops->name, "cuda") == 0; }
-
-/* dist.backend once the backend exists. Over the CUDA backend's memory with
- * several ranks: nccl (asked for, or auto where this build has NCCL), else
+/* dist.backend once the backend exists. Over a backend's device memory
+ * (CUDA) with several ranks: nccl (asked for, or auto where this build has NCCL), else
  * MPI through host staging (or directly, where MPI is CUDA-aware). */
 static cr_comm *gpu_comm_for(const cr_config *cfg, cr_backend *be, cr_comm *comm) {
     cr_dist_backend want = cfg->dist.backend;
     int several = comm->world_size > 1;
-    if (want == CR_DIST_NCCL && !is_cuda(be))
+    if (want == CR_DIST_NCCL && !be->ops->device_memory)
         cr_fatal(CR_EXIT_USAGE, "dist.backend", "nccl needs the CUDA backend (device.type cuda)");
-    if (!is_cuda(be) || (!several && want != CR_DIST_NCCL)) return comm;
+    if (!be->ops->device_memory || (!several && want != CR_DIST_NCCL)) return comm;
 #ifdef CRESNET_HAVE_NCCL
     if (want == CR_DIST_NCCL || want == CR_DIST_AUTO) return cr_comm_nccl_create(be, comm);
 #else
@@ -414,7 +405,7 @@ static progress progress_for(const cr_config *cfg, int rank) {
 
 static void progress_update(progress *p, int epoch, int epochs, int step, int steps, double loss,
                             double images_per_s, double eta_seconds) {
-    double now = now_seconds();
+    double now = cr_now_seconds();
     if (!p->bar && !p->lines) return;
     if (p->lines && now - p->last_line < 10.0 && step != steps) return;
     p->last_line = now;
@@ -653,10 +644,8 @@ static grad_buckets buckets_for(run_state *rs) {
                           .next_end = n};
 }
 
-static void buckets_wait(run_state *rs, grad_buckets *gb) {
-    double start = now_seconds();
+static void buckets_wait(grad_buckets *gb) {
     for (int i = 0; i < gb->num_requests; i++) gb->comm->ops->wait(gb->comm, gb->requests[i]);
-    rs->comm_wait_seconds += now_seconds() - start;
 }
 
 /* The next batch of the loader, on the device; 0 at the end of the epoch. */
@@ -767,7 +756,7 @@ static cr_forward_result train_step(run_state *rs, const cr_batch *b, long step,
     cr_model_backward(m, bn_comm, rs->comm->world_size > 1 ? &hook : NULL);
     phase_end(&rs->clock);
     phase_begin(&rs->clock, PHASE_COMM);
-    buckets_wait(rs, &gb);
+    buckets_wait(&gb);
     phase_end(&rs->clock);
     size_t n = cr_model_get_layout(m)->param_count;
     cr_sgd_args sgd = sgd_args(rs);
@@ -801,7 +790,7 @@ static void log_step(run_state *rs, FILE *metrics, int epoch, long step, double 
 static epoch_record train_epoch(run_state *rs, int epoch, int first_step, long *step,
                                 progress *prog, FILE *metrics, int *stopped) {
     const cr_config *cfg = rs->cfg;
-    double start = now_seconds();
+    double start = cr_now_seconds();
     int steps = cr_loader_steps(rs->train_loader);
     tally t = {0};
     cr_schedule_point sp = {0};
@@ -815,7 +804,7 @@ static epoch_record train_epoch(run_state *rs, int epoch, int first_step, long *
         t.loss_sum += r.loss_sum, t.correct += r.correct, t.count += b.size;
         if (cfg->log.every_steps > 0 && *step % cfg->log.every_steps == 0)
             log_step(rs, metrics, epoch, *step, global_step_loss(rs, &r, b.global_size), &sp);
-        double elapsed = now_seconds() - start;
+        double elapsed = cr_now_seconds() - start;
         double rate = (double)t.count * rs->comm->world_size / elapsed;
         int done_here = b.step + 1 - first_step;
         progress_update(prog, epoch + 1, cfg->train.epochs, b.step + 1, steps, r.loss_sum / b.size,
@@ -823,7 +812,7 @@ static epoch_record train_epoch(run_state *rs, int epoch, int first_step, long *
         /* A signal during the epoch's last step lets the epoch finish. */
         *stopped = b.step + 1 < steps && stop_agreed(rs);
     }
-    double seconds = now_seconds() - start;
+    double seconds = cr_now_seconds() - start;
     tally_reduce(rs, &t);
     epoch_record rec = {.epoch = epoch + 1,
                         .train_loss = t.loss_sum / t.count,
@@ -944,7 +933,7 @@ int cr_train(const cr_config *cfg) {
         if (cfg->log.tensorboard) rs.tensorboard = cr_tfevents_open(cfg->log.dir);
     }
     progress prog = progress_for(cfg, rs.comm->rank);
-    double start = now_seconds(), best = 0.0;
+    double start = cr_now_seconds(), best = 0.0;
     epoch_record rec = {0};
     int stopped = 0;
     for (int epoch = done; epoch < cfg->train.epochs && !stopped; epoch++, first_step = 0) {
@@ -982,7 +971,7 @@ int cr_train(const cr_config *cfg) {
         rs.comm->ops->barrier(rs.comm);
     }
     if (is_root) {
-        if (rec.epoch > 0 && !stopped) write_summary(&rs, &rec, best, now_seconds() - start);
+        if (rec.epoch > 0 && !stopped) write_summary(&rs, &rec, best, cr_now_seconds() - start);
         fclose(metrics);
         cr_tfevents_close(rs.tensorboard);
     }
@@ -1038,7 +1027,7 @@ int cr_bench(const cr_config *cfg, int steps, int warmup) {
     run_state rs;
     setup(&rs, cfg, 1);
     long step = 0;
-    double start = now_seconds();
+    double start = cr_now_seconds();
     long images = 0;
     int epoch = 0;
     cr_batch b;
@@ -1050,21 +1039,22 @@ int cr_bench(const cr_config *cfg, int steps, int warmup) {
             continue;
         }
         if (step == warmup) {
-            start = now_seconds(), images = 0, rs.comm_wait_seconds = 0.0;
+            start = cr_now_seconds(), images = 0;
             phase_clock_reset(&rs.clock);
         }
         train_step(&rs, &b, step++, &sp);
         images += b.global_size;
     }
     rs.be->ops->synchronize(rs.be);
-    double seconds = now_seconds() - start;
+    double seconds = cr_now_seconds() - start;
+    double comm_wait = rs.clock.seconds[PHASE_COMM]; /* since the warm-up's reset */
     if (rs.comm->rank == 0)
         printf("bench: model %s, global batch %d, %d ranks, %d steps after %d warm-up: "
                "%.1f images/s total, %.1f images/s per rank, %.2f ms/step, "
                "%.2f ms/step waiting on gradient all-reduce (%.1f%%)\n",
                cfg->model.arch, cfg->train.batch_size, rs.comm->world_size, steps, warmup,
                images / seconds, images / seconds / rs.comm->world_size, 1e3 * seconds / steps,
-               1e3 * rs.comm_wait_seconds / steps, 100.0 * rs.comm_wait_seconds / seconds);
+               1e3 * comm_wait / steps, 100.0 * comm_wait / seconds);
     if (rs.comm->rank == 0) print_bench_compute(&rs, images / seconds);
     progress lines = {.lines = rs.comm->rank == 0};
     report_phases(&rs, &lines, 0);
