@@ -4,12 +4,14 @@
 # images/s of each and the ratio for small and medium, then peak RSS for
 # large. PyTorch: Debian's python3-torch and the newest torch from PyPI (in a
 # venv under build/), both installed here when missing.
-# usage: bench/cpu_vs_torch.sh [DATA_DIR]   (default ../shared/data/cifar-10-batches-bin)
+# usage: [PRECISION=bf16] bench/cpu_vs_torch.sh [DATA_DIR]   (default ../shared/data/cifar-10-batches-bin;
+#        bf16: cresnet's bf16 beside PyTorch's autocast to bfloat16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data/cifar-10-batches-bin}
 threads=${THREADS:-2}
 steps=${STEPS:-30}
+precision=${PRECISION:-fp32} # bf16: cresnet's bf16 beside PyTorch's autocast to bfloat16
 export OMP_NUM_THREADS=$threads
 
 scripts/setup.sh >/dev/null
@@ -24,12 +26,12 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" --target cresnet_step_bench >/dev/null
 
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
-run_torch() { "$1" bench/torch_step.py "$data" "$2" 128 "$3" 3; }
+run_torch() { "$1" bench/torch_step.py --precision "$precision" "$data" "$2" 128 "$3" 3; }
 
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads $threads; batch 128"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads $threads; batch 128; $precision"
 printf '%-8s %-16s %12s %10s\n' model implementation images/s ratio
 for model in small medium; do
-  ours=$(build/cresnet_step_bench "$data" "$model" 128 "$steps" 3 | field images_per_s)
+  ours=$(build/cresnet_step_bench "$data" "$model" 128 "$steps" 3 "$precision" | field images_per_s)
   printf '%-8s %-16s %12s %10s\n' "$model" cresnet "$ours" ""
   for py in /usr/bin/python3 "$venv/bin/python"; do
     line=$(run_torch "$py" "$model" "$steps")
@@ -41,7 +43,7 @@ for model in small medium; do
 done
 echo
 printf '%-8s %-16s %14s\n' model implementation peak_rss_mb
-printf '%-8s %-16s %14s\n' large cresnet "$(build/cresnet_step_bench "$data" large 128 3 1 | field peak_rss_mb)"
+printf '%-8s %-16s %14s\n' large cresnet "$(build/cresnet_step_bench "$data" large 128 3 1 "$precision" | field peak_rss_mb)"
 for py in /usr/bin/python3 "$venv/bin/python"; do
   line=$(run_torch "$py" large 3)
   printf '%-8s %-16s %14s\n' large "torch $(field torch <<<"$line")" "$(field peak_rss_mb <<<"$line")"

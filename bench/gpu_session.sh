@@ -5,7 +5,10 @@
 #
 #   bench/gpu_session.sh [bench]  probe, unpack .device/kit, configure and
 #        build with CUDA, GPU and CPU tests, `cresnet bench` (CUDA) beside
-#        PyTorch's step for small/medium/large, Markdown table last
+#        PyTorch's step for small/medium/large in bf16, fp32 and tf32,
+#        Markdown table last
+#   bench/gpu_session.sh compare  the benchmarks and table alone, without
+#        the tests (what bench/gpu_vs_torch.sh runs)
 #   bench/gpu_session.sh train    short real-data training on the GPU
 #        (.device/d1: 10,000 training and 5,000 test images): small 2 epochs,
 #        large 1 epoch, and CPU against CUDA on the same 10 steps
@@ -316,7 +319,9 @@ full_data() { # d1 + d2..d4's parts -> the official six files, MD5-checked
 # ---- benchmarks ----
 
 field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" | tail -1; }
-declare -A ours ours_tf32 theirs theirs_tf32 gflop ours_mib theirs_mib
+# Keyed "PRECISION MODEL": images/s and device MiB of each side; GFLOP per
+# image by model (the same for every precision).
+declare -A ours theirs ours_mib theirs_mib gflop
 
 bench_cresnet() { # MODEL STEPS WARMUP PRECISION
   local log=$logs/bench_$4_$1.log v
@@ -325,11 +330,10 @@ bench_cresnet() { # MODEL STEPS WARMUP PRECISION
     --steps "$2" --warmup "$3" -o device.type=cuda -o data.dir="$quick" -o train.precision="$4" \
     -o log.dir="$runs/bench-$4-$1" -o log.progress=lines
   grep -E '^bench:|time per step|error' "$log"
-  v=$(sed -n 's/^bench: .*: \([0-9.]*\) images\/s total.*/\1/p' "$log")
-  if [ "$4" = fp32 ]; then ours[$1]=$v; else ours_tf32[$1]=$v; fi
+  ours["$4 $1"]=$(sed -n 's/^bench: .*: \([0-9.]*\) images\/s total.*/\1/p' "$log")
   v=$(sed -n 's/^bench: \([0-9.]*\) GFLOP per training image.*/\1/p' "$log")
   [ -n "$v" ] && gflop[$1]=$v
-  [ "$4" = fp32 ] && ours_mib[$1]=$(sed -n 's/.*device memory in use \([0-9]*\) MiB.*/\1/p' "$log")
+  ours_mib["$4 $1"]=$(sed -n 's/.*device memory in use \([0-9]*\) MiB.*/\1/p' "$log")
 }
 
 bench_torch() { # MODEL STEPS WARMUP PRECISION LIMIT: PyTorch without our LD_LIBRARY_PATH
@@ -338,24 +342,25 @@ bench_torch() { # MODEL STEPS WARMUP PRECISION LIMIT: PyTorch without our LD_LIB
   stage "torch $4 $1" "$5" "$log" env -u LD_LIBRARY_PATH OMP_NUM_THREADS=8 PYTHONUNBUFFERED=1 \
     "$PY" bench/torch_step.py --device cuda --precision "$4" "$quick" "$1" 128 "$2" "$3"
   grep -E 'model=|Error' "$log" | tail -3
-  local v
-  v=$(field images_per_s <"$log")
-  if [ "$4" = fp32 ]; then theirs[$1]=$v; else theirs_tf32[$1]=$v; fi
-  [ "$4" = fp32 ] && theirs_mib[$1]=$(field gpu_used_mb <"$log")
+  theirs["$4 $1"]=$(field images_per_s <"$log")
+  theirs_mib["$4 $1"]=$(field gpu_used_mb <"$log")
 }
 
-# Dense peak TFLOP/s from NVIDIA's datasheets (fp32, then TF32 tensor
+# Dense peak TFLOP/s from NVIDIA's datasheets (fp32; TF32 and BF16 tensor
 # cores without sparsity); empty for a card not listed.
-peak_tflops() { # GPU-NAME fp32|tf32
+peak_tflops() { # GPU-NAME fp32|tf32|bf16
+  local p
   case "$1" in
-    *"H200 NVL"* | *"H100 NVL"*) [ "$2" = fp32 ] && echo 60 || echo 417.5 ;;
-    *H200* | *"H100 80GB HBM3"* | *"H100 SXM"*) [ "$2" = fp32 ] && echo 67 || echo 494.7 ;;
-    *"H100 PCIe"*) [ "$2" = fp32 ] && echo 51.2 || echo 378 ;;
-    *) echo "" ;;
+    *"H200 NVL"* | *"H100 NVL"*) p="60 417.5 835" ;;
+    *H200* | *"H100 80GB HBM3"* | *"H100 SXM"*) p="67 494.7 989.4" ;;
+    *"H100 PCIe"*) p="51.2 378 756" ;;
+    *) return ;;
   esac
+  set -- $p "$2"
+  case "$4" in fp32) echo "$1" ;; tf32) echo "$2" ;; bf16) echo "$3" ;; esac
 }
 
-# "T TFLOP/s (M% MFU)" of IMAGES/S at GFLOP per image against PEAK.
+# "T (M%)": TFLOP/s of IMAGES/S at GFLOP per image, and its share of PEAK.
 achieved() { # IMAGES_PER_S GFLOP PEAK
   [ -n "$1" ] && [ -n "$2" ] || { echo —; return; }
   awk -v r="$1" -v g="$2" -v p="$3" 'BEGIN { t = r * g / 1000;
@@ -369,32 +374,27 @@ table() {
     note "### cresnet (CUDA backend) vs PyTorch: training step, batch 128"
     note ""
     note "${gpu:-unknown GPU}, $(date -u +%Y-%m-%d); cresnet: \`cresnet bench\` (images resident on the GPU, augmented there: data.on_device auto);"
-    note "PyTorch $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null): bench/torch_step.py (images on the GPU, channels_last, cudnn.benchmark)."
-    note ""
-    note "| model | cresnet fp32 img/s | torch fp32 img/s | ratio | cresnet tf32 img/s | torch tf32 img/s | ratio |"
-    note "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-    for m in small medium large; do
-      local a=${ours[$m]:-} b=${theirs[$m]:-} c=${ours_tf32[$m]:-} d=${theirs_tf32[$m]:-}
-      local r1=— r2=—
-      [ -n "$a" ] && [ -n "$b" ] && r1=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2fx", a / b }')
-      [ -n "$c" ] && [ -n "$d" ] && r2=$(awk -v a="$c" -v b="$d" 'BEGIN { printf "%.2fx", a / b }')
-      note "| $m | ${a:-—} | ${b:-—} | $r1 | ${c:-—} | ${d:-—} | $r2 |"
-    done
-    local p32 ptf
-    p32=$(peak_tflops "$gpu" fp32) ptf=$(peak_tflops "$gpu" tf32)
-    note ""
-    note "Model FLOPs (convolutions and linear layer, forward + both gradients, the same count for"
-    note "both implementations) per second and MFU against the card's dense peak (${p32:-?} fp32,"
-    note "${ptf:-?} TF32 TFLOP/s); memory: device memory in use after the run beyond the CUDA"
-    note "context (cudaMemGetInfo; PyTorch: torch.cuda.mem_get_info, its caching allocator's"
+    note "PyTorch $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null): bench/torch_step.py (eager, images on the GPU, channels_last,"
+    note "cudnn.benchmark; bf16 = autocast to bfloat16). TFLOP/s: model FLOPs (convolutions and linear"
+    note "layer, forward + both gradients, the same count for both) per second, and in brackets the share of"
+    note "the card's dense datasheet peak for that precision (MFU). MiB: device memory in use after the run"
+    note "beyond the CUDA context (cudaMemGetInfo; PyTorch: torch.cuda.mem_get_info, its caching allocator's"
     note "reserve included; its max_memory_allocated is in the torch logs as gpu_mem_mb)."
     note ""
-    note "| model | GFLOP/image | cresnet fp32 TFLOP/s | torch fp32 | cresnet tf32 | torch tf32 | cresnet MiB | torch MiB |"
-    note "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    note "| model | precision | cresnet img/s | torch img/s | ratio | cresnet TFLOP/s (MFU) | torch TFLOP/s (MFU) | cresnet MiB | torch MiB |"
+    note "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    local m p
     for m in small medium large; do
-      local g=${gflop[$m]:-}
-      note "| $m | ${g:-—} | $(achieved "${ours[$m]:-}" "$g" "$p32") | $(achieved "${theirs[$m]:-}" "$g" "$p32") | $(achieved "${ours_tf32[$m]:-}" "$g" "$ptf") | $(achieved "${theirs_tf32[$m]:-}" "$g" "$ptf") | ${ours_mib[$m]:-—} | ${theirs_mib[$m]:-—} |"
+      for p in bf16 fp32 tf32; do
+        local a=${ours["$p $m"]:-} b=${theirs["$p $m"]:-} g=${gflop[$m]:-} peak r=—
+        [ -z "$a$b" ] && continue
+        peak=$(peak_tflops "$gpu" "$p")
+        [ -n "$a" ] && [ -n "$b" ] && r=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2fx", a / b }')
+        note "| $m | $p | ${a:-—} | ${b:-—} | $r | $(achieved "$a" "$g" "$peak") | $(achieved "$b" "$g" "$peak") | ${ours_mib["$p $m"]:-—} | ${theirs_mib["$p $m"]:-—} |"
+      done
     done
+    note ""
+    note "Goals (CUDA issue, bf16 against PyTorch's bf16 autocast): large >= 1.3x, small >= 3x."
   } >"$OUT/table.md"
 }
 
@@ -411,20 +411,29 @@ finish() {
 
 # ---- modes ----
 
-mode_bench() {
+# cresnet beside PyTorch, images/s of each model and precision, and the
+# table (bench/gpu_vs_torch.sh runs this alone).
+mode_compare() {
   local -A steps=([small]=300 [medium]=150 [large]=100)
+  quick_data || return 1
+  mkdir -p "$runs"
+  # bf16 first: the issue's comparison (PyTorch's bf16 autocast), then fp32
+  # (the reference arithmetic), then tf32; a short budget drops the last.
+  local p m
+  for p in bf16 fp32 tf32; do
+    for m in small medium large; do bench_cresnet "$m" "${steps[$m]}" $((steps[$m] / 10)) "$p"; done
+    for m in small medium large; do bench_torch "$m" "${steps[$m]}" 20 "$p" 100; done
+    table
+  done
+}
+
+mode_bench() {
   stage "GPU tests (ctest -L gpu)" 200 "$logs/ctest_gpu.log" \
     env CRESNET_CUDNN_LOG=1 ctest --test-dir "$build" -L gpu -V --timeout 180
   note "cuDNN plans made in the GPU tests: $(grep -c 'cuDNN: ' "$logs/ctest_gpu.log"), of them non-deterministic: $(grep -c 'cuDNN: .*non-deterministic' "$logs/ctest_gpu.log")"
   grep -E 'relative error|model step|FAIL|SKIPPED|passed|failed|tests passed|Not Run|Timeout' \
     "$logs/ctest_gpu.log" | sed 's/^[0-9]*: //' | tail -40
-  quick_data || return 1
-  for m in small medium large; do bench_cresnet "$m" "${steps[$m]}" $((steps[$m] / 10)) fp32; done
-  for m in small medium large; do bench_torch "$m" "${steps[$m]}" 20 fp32 120; done
-  table
-  for m in small medium large; do bench_cresnet "$m" "${steps[$m]}" $((steps[$m] / 10)) tf32; done
-  for m in small medium large; do bench_torch "$m" "${steps[$m]}" 20 tf32 90; done
-  table
+  mode_compare || return 1
   # Last, so that a short budget drops these rather than a GPU measurement.
   stage "CPU tests (golden, unit)" 150 "$logs/ctest_cpu.log" ctest --test-dir "$build" \
     -L 'golden|unit' -E 'test_data|bad_inputs|slurm|fuzz' -j 8 --timeout 120
@@ -501,9 +510,10 @@ main() {
   fi
   case $mode in
     bench) mode_bench ;;
+    compare) mode_compare ;;
     train) mode_train ;;
     full) shift; mode_full "$@" ;;
-    *) note "unknown mode '$mode' (bench, train, full)"; return 2 ;;
+    *) note "unknown mode '$mode' (bench, compare, train, full)"; return 2 ;;
   esac
 }
 

@@ -2,7 +2,7 @@
  * backward and SGD on a different batch every step (one batch repeated
  * overfits and drives gradients into slow denormals), after warm-up.
  * Prints one line: model, batch, threads, images/s, ms/step.
- * usage: cresnet_step_bench DATA_DIR small|medium|large [batch] [steps] [warmup] */
+ * usage: cresnet_step_bench DATA_DIR small|medium|large [batch] [steps] [warmup] [fp32|bf16] */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
 #include "cresnet/backend.h"
@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now_seconds(void) {
@@ -25,20 +26,22 @@ static double now_seconds(void) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s DATA_DIR small|medium|large [batch] [steps] [warmup]\n",
+        fprintf(stderr,
+                "usage: %s DATA_DIR small|medium|large [batch] [steps] [warmup] [fp32|bf16]\n",
                 argv[0]);
         return CR_EXIT_USAGE;
     }
     int batch = argc > 3 ? atoi(argv[3]) : 128;
     int steps = argc > 4 ? atoi(argv[4]) : 20;
     int warmup = argc > 5 ? atoi(argv[5]) : 3;
+    int bf16 = argc > 6 && strcmp(argv[6], "bf16") == 0;
     cr_model_desc desc;
     char err[256];
     if (cr_model_describe(argv[2], NULL, 0, NULL, 0, &desc, err, sizeof err) != 0)
         cr_fatal(CR_EXIT_USAGE, "model", "%s", err);
 
     cr_cifar_set train = cr_cifar_load(argv[1], 1);
-    cr_backend *be = cr_backend_cpu_create(0);
+    cr_backend *be = cr_backend_cpu_create(0, bf16 ? CR_MATH_BF16 : CR_MATH_FP32);
     cr_comm *comm = cr_comm_none_create();
     cr_model *model = cr_model_create(be, &desc, batch, 0);
     const cr_model_layout *layout = cr_model_get_layout(model);

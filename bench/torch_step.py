@@ -7,7 +7,7 @@ on a different batch of real CIFAR-10 images every step, after warm-up; the
 models are those of tests/golden/make_golden.py. Prints one line in the same
 form as cresnet_step_bench, with the peak RSS of the process.
 
-usage: torch_step.py [--device cpu|cuda] [--precision fp32|tf32] [--no-channels-last]
+usage: torch_step.py [--device cpu|cuda] [--precision fp32|tf32|bf16] [--no-channels-last]
                      DATA_DIR small|medium|large [batch] [steps] [warmup]
 Threads: torch.set_num_threads($OMP_NUM_THREADS or 2).
 --device cuda: the images live on the GPU, the model in channels_last
@@ -15,7 +15,9 @@ Threads: torch.set_num_threads($OMP_NUM_THREADS or 2).
 autotuning on (torch.backends.cudnn.benchmark), timed between
 torch.cuda.synchronize() calls. --precision fp32 (default) turns TF32 off
 for convolutions and matrix products, as cresnet's fp32; tf32 is PyTorch's
-own default for cuDNN convolutions. Peak GPU memory is printed too.
+own default for cuDNN convolutions; bf16 runs the forward pass and the loss
+under torch.autocast to bfloat16 (fp32 weights and optimizer, as cresnet's
+bf16). Peak GPU memory is printed too.
 """
 import os
 import resource
@@ -58,7 +60,7 @@ def options(argv):
         else:
             rest.append(a)
         i += 1
-    if len(rest) < 2 or opts["device"] not in ("cpu", "cuda") or opts["precision"] not in ("fp32", "tf32"):
+    if len(rest) < 2 or opts["device"] not in ("cpu", "cuda") or opts["precision"] not in ("fp32", "tf32", "bf16"):
         sys.exit(__doc__)
     return opts, rest
 
@@ -101,7 +103,9 @@ def main():
             sync()
             start = time.perf_counter()
         idx = torch.arange(step * batch, (step + 1) * batch, device=images.device) % images.shape[0]
-        loss = loss_fn(model(images[idx]), labels[idx])
+        with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16,
+                            enabled=opts["precision"] == "bf16"):
+            loss = loss_fn(model(images[idx]), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

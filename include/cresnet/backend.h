@@ -7,8 +7,12 @@
  * this header knows which one it is talking to.
  *
  * Conventions, the same for every backend:
- *  - activations are NHWC float32; a [N,H,W,C] tensor is `rows` = N*H*W rows
- *    of C contiguous channels;
+ *  - activations are NHWC; a [N,H,W,C] tensor is `rows` = N*H*W rows of C
+ *    contiguous channels, stored as float32 or, in a backend made for
+ *    bf16, as bfloat16 (`activation_bytes` says which; the pointers are
+ *    void * where the op takes activations). Parameters, gradients,
+ *    BatchNorm statistics and sums, the pooled features, logits and the
+ *    loss are float32 in every backend;
  *  - convolution weights are OHWI ([out][kh][kw][in]); PyTorch's OIHW appears
  *    only at checkpoint boundaries (see model.h);
  *  - every pointer passed to an op is device memory from `alloc`;
@@ -46,10 +50,14 @@ typedef struct {
     const float *gamma, *beta;  /* [C] each */
 } cr_bn_view;
 
-/* The arithmetic of a backend's convolutions and GEMMs: fp32 throughout,
- * or TF32 tensor cores (inputs rounded to a 10-bit mantissa, products
- * accumulated in fp32; everything else stays fp32). */
-typedef enum { CR_MATH_FP32, CR_MATH_TF32 } cr_math;
+/* The arithmetic of a backend: fp32 throughout; TF32 tensor cores
+ * (convolution and GEMM inputs rounded to a 10-bit mantissa, products
+ * accumulated in fp32; everything else stays fp32); or bf16 activations
+ * (stored with an 8-bit mantissa, convolutions on bf16 inputs and bf16
+ * copies of the weights, accumulated in fp32; BatchNorm statistics, the
+ * head, weight gradients once converted, master weights and the optimizer
+ * stay fp32), as PyTorch's autocast to bfloat16 does. */
+typedef enum { CR_MATH_FP32, CR_MATH_TF32, CR_MATH_BF16 } cr_math;
 
 /* Code both compilers build: the C one and nvcc, for host and device. */
 #ifdef __CUDACC__
@@ -57,6 +65,45 @@ typedef enum { CR_MATH_FP32, CR_MATH_TF32 } cr_math;
 #else
 #define CR_HOST_DEVICE
 #endif
+
+/* bfloat16: the upper half of a float's bits. From float by rounding to
+ * nearest, ties to even (as torch and CUDA's __float2bfloat16_rn); a NaN
+ * stays a NaN. Shared by the backends so they round alike. */
+typedef uint16_t cr_bf16;
+
+static inline CR_HOST_DEVICE uint32_t cr_float_bits(float f) {
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(f);
+#else
+    union {
+        float f;
+        uint32_t u;
+    } v;
+    v.f = f;
+    return v.u;
+#endif
+}
+
+static inline CR_HOST_DEVICE float cr_bf16_to_float(cr_bf16 h) {
+    uint32_t u = (uint32_t)h << 16;
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    union {
+        uint32_t u;
+        float f;
+    } v;
+    v.u = u;
+    return v.f;
+#endif
+}
+
+static inline CR_HOST_DEVICE cr_bf16 cr_bf16_from_float(float f) {
+    uint32_t u = cr_float_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (cr_bf16)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (cr_bf16)(u >> 16);
+}
 
 /* One augmented 32x32 image in integer form: the data module's augmentation
  * (crop with zero padding, flip, rotation exactly as PIL) with its random
@@ -168,17 +215,17 @@ typedef struct {
      * backward_weight overwrites dw. */
     cr_conv_plan *(*conv_plan)(cr_backend *be, const cr_conv_shape *shape);
     void (*conv_plan_free)(cr_backend *be, cr_conv_plan *plan);
-    void (*conv_forward)(cr_backend *be, cr_conv_plan *plan, const float *x, const float *w,
-                         float *y);
-    void (*conv_backward_data)(cr_backend *be, cr_conv_plan *plan, const float *dy, const float *w,
-                               float *dx);
-    void (*conv_backward_weight)(cr_backend *be, cr_conv_plan *plan, const float *x,
-                                 const float *dy, float *dw);
+    void (*conv_forward)(cr_backend *be, cr_conv_plan *plan, const void *x, const float *w,
+                         void *y);
+    void (*conv_backward_data)(cr_backend *be, cr_conv_plan *plan, const void *dy, const float *w,
+                               void *dx);
+    void (*conv_backward_weight)(cr_backend *be, cr_conv_plan *plan, const void *x, const void *dy,
+                                 float *dw);
 
     /* BatchNorm, training forward. sums[0..C) = sum(x - shift), sums[C..2C) =
      * sum((x - shift)^2): shifting by a value near the mean (the running mean)
      * keeps the variance free of cancellation. */
-    void (*bn_sums)(cr_backend *be, const float *x, long rows, int channels, const float *shift,
+    void (*bn_sums)(cr_backend *be, const void *x, long rows, int channels, const float *shift,
                     float *sums);
     /* From sums over `count` values per channel: mean, invstd = 1/sqrt(var+eps)
      * with the biased variance; running stats move by `momentum` towards the
@@ -191,31 +238,33 @@ typedef struct {
                              int channels, float eps, float *mean, float *invstd);
     /* y = gamma * (x - mean) * invstd + beta (+ residual) (then ReLU if relu).
      * residual may be NULL. */
-    void (*bn_apply)(cr_backend *be, const cr_bn_view *bn, const float *x, const float *residual,
-                     int relu, float *y);
+    void (*bn_apply)(cr_backend *be, const cr_bn_view *bn, const void *x, const void *residual,
+                     int relu, void *y);
     /* Backward sums. The gradient at the output is dy (+ dy2 when not NULL: a
      * block's output gradient arrives in two halves, main path and shortcut,
      * and is summed here rather than in a pass of its own); with relu, it is
      * masked by y > 0, giving dz. sums[0..C) = sum(dz * xhat), sums[C..2C) =
      * sum(dz): the gradients of gamma and beta, in that order, as laid out in
      * the parameter buffer. */
-    void (*bn_backward_sums)(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
-                             const float *dy, const float *dy2, int relu, float *sums);
+    void (*bn_backward_sums)(cr_backend *be, const cr_bn_view *bn, const void *x, const void *y,
+                             const void *dy, const void *dy2, int relu, float *sums);
     /* dx from dz (recomputed as in bn_backward_sums). In training mode, with
      * sums over `count` values: dx = gamma*invstd*(dz - sum(dz)/count -
      * xhat*sum(dz*xhat)/count); in eval mode (training == 0): dx =
      * gamma*invstd*dz. d_residual (may be NULL) receives dz. dx may alias dy
      * and d_residual may alias dy2: each element is read before it is written. */
-    void (*bn_backward_apply)(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
-                              const float *dy, const float *dy2, int relu, const float *sums,
-                              double count, int training, float *dx, float *d_residual);
+    void (*bn_backward_apply)(cr_backend *be, const cr_bn_view *bn, const void *x, const void *y,
+                              const void *dy, const void *dy2, int relu, const float *sums,
+                              double count, int training, void *dx, void *d_residual);
 
-    /* Head. x [batch, hw, C] -> y [batch, C], mean over hw. */
-    void (*avgpool_forward)(cr_backend *be, const float *x, int batch, int hw, int channels,
+    /* Head. x [batch, hw, C] (activations) -> y [batch, C] (float), mean
+     * over hw. */
+    void (*avgpool_forward)(cr_backend *be, const void *x, int batch, int hw, int channels,
                             float *y);
-    /* dx = dy/hw broadcast over the hw positions (dx is overwritten). */
+    /* dx (activations) = dy/hw broadcast over the hw positions (dx is
+     * overwritten). */
     void (*avgpool_backward)(cr_backend *be, const float *dy, int batch, int hw, int channels,
-                             float *dx);
+                             void *dx);
     /* y[batch, out] = x[batch, in] w[out, in]^T + b. */
     void (*linear_forward)(cr_backend *be, const float *x, const float *w, const float *b,
                            int batch, int in, int out, float *y);
@@ -236,15 +285,27 @@ typedef struct {
                      size_t n, const cr_sgd_args *args);
     /* x *= alpha */
     void (*scale)(cr_backend *be, float *x, size_t n, float alpha);
+    /* y (n activations) = x (n floats), rounded to the activation type:
+     * the model's float input images enter a bf16 network here. Needed
+     * where activation_bytes is not 4. */
+    void (*to_activations)(cr_backend *be, const float *x, size_t n, void *y);
 } cr_backend_ops;
 
 struct cr_backend {
     const cr_backend_ops *ops;
     void *context;
+    cr_math math;
+    /* Bytes per stored activation value: 4 (float), 2 (bfloat16 with
+     * CR_MATH_BF16). */
+    int activation_bytes;
 };
 
-/* num_threads 0: all cores (OMP_NUM_THREADS when set). */
-cr_backend *cr_backend_cpu_create(int num_threads);
+/* num_threads 0: all cores (OMP_NUM_THREADS when set). math: CR_MATH_FP32,
+ * or CR_MATH_BF16 where oneDNN has bf16 convolutions for this processor
+ * (AVX-512 and later; otherwise a usage error naming the reason). */
+cr_backend *cr_backend_cpu_create(int num_threads, cr_math math);
+/* Whether cr_backend_cpu_create accepts `math` on this processor. */
+int cr_backend_cpu_supports(cr_math math);
 
 /* The CUDA backend (src/backend/cuda): these exist only when built with
  * CRESNET_CUDA, which also defines CRESNET_HAVE_CUDA. */

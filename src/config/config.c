@@ -858,7 +858,7 @@ static void validate(const cr_config *cfg, const origins *o, const char *fallbac
     }
 
     const char *precision = precision_names[cfg->train.precision];
-    if (cfg->device.type == CR_DEVICE_CPU && cfg->train.precision != CR_PRECISION_FP32)
+    if (cfg->device.type == CR_DEVICE_CPU && cfg->train.precision == CR_PRECISION_TF32)
         cr_fatal(CR_EXIT_USAGE, WHERE("train.precision"),
                  "train.precision: %s needs device.type cuda (device.type is cpu)", precision);
     if (cfg->device.type == CR_DEVICE_CPU && cfg->dist.backend == CR_DIST_NCCL)

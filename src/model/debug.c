@@ -61,14 +61,27 @@ static layer_time *layer_named(model_debug *d, const char *name) {
     return t;
 }
 
-static void check_finite(model_debug *d, const char *layer, const char *what, const float *data,
-                         size_t count) {
+/* bf16 values copied to the start of host[] become floats, last first so
+ * that none is overwritten before it is read (read as bytes: no float
+ * object is read through a bf16 pointer). */
+static void widen_bf16(float *host, size_t count) {
+    const unsigned char *bytes = (const unsigned char *)host;
+    for (size_t i = count; i-- > 0;) {
+        cr_bf16 half;
+        memcpy(&half, bytes + i * sizeof half, sizeof half);
+        host[i] = cr_bf16_to_float(half);
+    }
+}
+
+static void check_finite(model_debug *d, const char *layer, const char *what, const void *data,
+                         size_t count, int value_bytes) {
     if (count > d->host_count) {
         free(d->host);
         d->host = cr_malloc(count * sizeof(float), "debug");
         d->host_count = count;
     }
-    d->be->ops->copy_to_host(d->be, d->host, data, count * sizeof(float));
+    d->be->ops->copy_to_host(d->be, d->host, data, count * (size_t)value_bytes);
+    if (value_bytes == 2) widen_bf16(d->host, count);
     for (size_t i = 0; i < count; i++)
         if (!isfinite(d->host[i]))
             cr_fatal(CR_EXIT_NUMERIC, "device.debug",
@@ -78,8 +91,8 @@ static void check_finite(model_debug *d, const char *layer, const char *what, co
                      isnan(d->host[i]) ? "NaN" : "Inf", i, count);
 }
 
-void model_debug_probe(model_debug *d, const char *layer, const char *what, const float *data,
-                       size_t count) {
+void model_debug_probe(model_debug *d, const char *layer, const char *what, const void *data,
+                       size_t count, int value_bytes) {
     d->be->ops->synchronize(d->be);
     layer_time *t = layer_named(d, layer);
     t->seconds[d->backward] += cr_now_seconds() - d->mark;
@@ -87,7 +100,7 @@ void model_debug_probe(model_debug *d, const char *layer, const char *what, cons
      * one for the input) are one call. */
     if (t->last_pass[d->backward] != d->pass) t->calls[d->backward]++;
     t->last_pass[d->backward] = d->pass;
-    check_finite(d, layer, what, data, count);
+    check_finite(d, layer, what, data, count, value_bytes);
     d->mark = cr_now_seconds(); /* the check's own time is nobody's */
 }
 

@@ -26,10 +26,11 @@ model_debug *model_debug_create(cr_backend *be);
 void model_debug_free(model_debug *d);
 /* Starts a pass (forward: 0, backward: 1) of training step `step`. */
 void model_debug_begin(model_debug *d, int backward, long step);
-/* layer wrote count floats at data (the device's memory); what: "output",
- * "weight gradient", "input gradient", ... */
-void model_debug_probe(model_debug *d, const char *layer, const char *what, const float *data,
-                       size_t count);
+/* layer wrote count values of value_bytes each (4: float, 2: bfloat16) at
+ * data (the device's memory); what: "output", "weight gradient", "input
+ * gradient", ... */
+void model_debug_probe(model_debug *d, const char *layer, const char *what, const void *data,
+                       size_t count, int value_bytes);
 /* The table of time per layer since the last call, then starts afresh. */
 void model_debug_print(model_debug *d, FILE *out);
 

@@ -33,7 +33,7 @@ typedef struct {
     block_geometry g;
     conv_layer conv1, conv2, shortcut_conv;
     bn_layer bn1, bn2, shortcut_bn;
-    float *a1, *h1, *a2, *s, *sn, *out; /* device activations; s, sn with a shortcut */
+    void *a1, *h1, *a2, *s, *sn, *out; /* device activations; s, sn with a shortcut */
 } block;
 
 struct cr_model {
@@ -46,22 +46,30 @@ struct cr_model {
     float *params, *grads, *momentum, *buffers;
     conv_layer stem_conv;
     bn_layer stem_bn;
-    float *a0, *h0; /* stem activations */
+    void *a0, *h0; /* stem activations */
     int num_blocks;
     block *blocks;
     size_t linear_weight, linear_bias;
     float *pooled, *d_pooled, *logits, *d_logits, *loss_sum;
     int32_t *predicted;
-    float *scratch[3]; /* activation gradients */
-    const float *images;
+    void *scratch[3];          /* activation gradients */
+    void *input;               /* the images as activations, where those are not floats */
+    const void *network_input; /* input, or the float images themselves */
     cr_comm *comm;
     model_debug *debug; /* device.debug, else NULL */
 };
 
-/* device.debug's check after a layer of a training pass. */
+/* device.debug's check after a layer of a training pass: of floats
+ * (probe), or of activations (probe_activations). */
 static void probe(cr_model *m, const char *layer, const char *what, const float *data,
                   size_t count) {
-    if (m->debug && m->training) model_debug_probe(m->debug, layer, what, data, count);
+    if (m->debug && m->training) model_debug_probe(m->debug, layer, what, data, count, 4);
+}
+
+static void probe_activations(cr_model *m, const char *layer, const char *what, const void *data,
+                              size_t count) {
+    if (m->debug && m->training)
+        model_debug_probe(m->debug, layer, what, data, count, m->be->activation_bytes);
 }
 
 static size_t conv_weight_count(const conv_layer *c) {
@@ -71,6 +79,10 @@ static size_t conv_weight_count(const conv_layer *c) {
 
 static float *device_floats(cr_model *m, size_t count) {
     return m->be->ops->alloc(m->be, count * sizeof(float));
+}
+
+static void *device_activations(cr_model *m, size_t count) {
+    return m->be->ops->alloc(m->be, count * (size_t)m->be->activation_bytes);
 }
 
 static size_t offset_of(const cr_model *m, const char *name) {
@@ -118,13 +130,13 @@ static void block_make(cr_model *m, block *b, int k) {
     }
 #undef NAME
     size_t size = (size_t)m->max_batch * g.out_hw * g.out_hw * g.out_c;
-    b->a1 = device_floats(m, size);
-    b->h1 = device_floats(m, size);
-    b->a2 = device_floats(m, size);
-    b->out = device_floats(m, size);
+    b->a1 = device_activations(m, size);
+    b->h1 = device_activations(m, size);
+    b->a2 = device_activations(m, size);
+    b->out = device_activations(m, size);
     if (g.has_shortcut) {
-        b->s = device_floats(m, size);
-        b->sn = device_floats(m, size);
+        b->s = device_activations(m, size);
+        b->sn = device_activations(m, size);
     }
 }
 
@@ -175,8 +187,11 @@ cr_model *cr_model_create(cr_backend *be, const cr_model_desc *desc, int max_bat
     size_t largest = (size_t)max_batch * CR_IMAGE_SIZE * CR_IMAGE_SIZE * w0;
     m->stem_conv = conv_make(m, "conv1", CR_IMAGE_SIZE, CR_IMAGE_CHANNELS, w0, 3, 1);
     m->stem_bn = bn_make(m, "bn1", w0);
-    m->a0 = device_floats(m, largest);
-    m->h0 = device_floats(m, largest);
+    m->a0 = device_activations(m, largest);
+    m->h0 = device_activations(m, largest);
+    if (be->activation_bytes != sizeof(float))
+        m->input = device_activations(m, (size_t)max_batch * CR_IMAGE_SIZE * CR_IMAGE_SIZE *
+                                             CR_IMAGE_CHANNELS);
     m->num_blocks = model_num_blocks(desc);
     m->blocks = cr_calloc((size_t)m->num_blocks, sizeof(block), "model");
     for (int k = 0; k < m->num_blocks; k++) {
@@ -187,7 +202,7 @@ cr_model *cr_model_create(cr_backend *be, const cr_model_desc *desc, int max_bat
         if (in_size > largest) largest = in_size;
         if (out_size > largest) largest = out_size;
     }
-    for (int i = 0; i < 3; i++) m->scratch[i] = device_floats(m, largest);
+    for (int i = 0; i < 3; i++) m->scratch[i] = device_activations(m, largest);
     m->linear_weight = offset_of(m, "linear.weight");
     m->linear_bias = offset_of(m, "linear.bias");
     int last = desc->widths[desc->num_stages - 1];
@@ -220,7 +235,7 @@ void cr_model_free(cr_model *m) {
         conv_free(m, &b->conv2);
         bn_free(m, &b->bn1);
         bn_free(m, &b->bn2);
-        float *acts[] = {b->a1, b->h1, b->a2, b->out, b->s, b->sn};
+        void *acts[] = {b->a1, b->h1, b->a2, b->out, b->s, b->sn};
         for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
             if (acts[i]) release(be, acts[i]);
         if (b->g.has_shortcut) {
@@ -236,6 +251,7 @@ void cr_model_free(cr_model *m) {
                     m->scratch[2], m->pooled,   m->d_pooled,   m->logits,
                     m->d_logits,   m->loss_sum, m->predicted,  m->count_scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) release(be, bufs[i]);
+    if (m->input) release(be, m->input);
     cr_model_layout_free(&m->layout);
     model_debug_free(m->debug);
     free(m);
@@ -291,8 +307,8 @@ static cr_bn_view bn_view(const cr_model *m, const bn_layer *bn, long rows) {
                         .beta = m->params + bn->weight + bn->channels};
 }
 
-static void bn_forward(cr_model *m, bn_layer *bn, const float *x, long rows, const float *residual,
-                       int relu, float *y) {
+static void bn_forward(cr_model *m, bn_layer *bn, const void *x, long rows, const void *residual,
+                       int relu, void *y) {
     const cr_backend_ops *ops = m->be->ops;
     int C = bn->channels;
     float *running_mean = m->buffers + bn->running, *running_var = running_mean + C;
@@ -307,21 +323,21 @@ static void bn_forward(cr_model *m, bn_layer *bn, const float *x, long rows, con
     }
     cr_bn_view view = bn_view(m, bn, rows);
     ops->bn_apply(m->be, &view, x, residual, relu, y);
-    probe(m, bn->name, "output", y, (size_t)rows * bn->channels);
+    probe_activations(m, bn->name, "output", y, (size_t)rows * bn->channels);
 }
 
-static void conv_forward(cr_model *m, conv_layer *c, const float *x, float *y) {
+static void conv_forward(cr_model *m, conv_layer *c, const void *x, void *y) {
     m->be->ops->conv_forward(m->be, c->plan, x, m->params + c->weight, y);
     const cr_conv_shape *s = &c->shape;
-    probe(m, c->name, "output", y, (size_t)s->batch * s->out_h * s->out_w * s->out_c);
+    probe_activations(m, c->name, "output", y, (size_t)s->batch * s->out_h * s->out_w * s->out_c);
 }
 
-static void block_forward(cr_model *m, block *b, const float *x) {
+static void block_forward(cr_model *m, block *b, const void *x) {
     long rows = rows_of(m, b->g.out_hw);
     conv_forward(m, &b->conv1, x, b->a1);
     bn_forward(m, &b->bn1, b->a1, rows, NULL, 1, b->h1);
     conv_forward(m, &b->conv2, b->h1, b->a2);
-    const float *residual = x;
+    const void *residual = x;
     if (b->g.has_shortcut) {
         conv_forward(m, &b->shortcut_conv, x, b->s);
         bn_forward(m, &b->shortcut_bn, b->s, rows, NULL, 0, b->sn);
@@ -342,7 +358,7 @@ void cr_model_prepare(cr_model *m, const float *images, int batch, int training,
     set_batch(m, batch);
     m->training = training;
     m->comm = comm;
-    m->images = images;
+    m->network_input = m->input ? m->input : images;
     agree_global_batch(m);
     if (training) m->batches_tracked++;
     if (m->debug && training) model_debug_begin(m->debug, 0, m->batches_tracked);
@@ -352,9 +368,13 @@ void cr_model_forward_enqueue(cr_model *m, const float *images, const int32_t *l
                               int training, float grad_scale, cr_comm *comm) {
     const cr_backend_ops *ops = m->be->ops;
     cr_model_prepare(m, images, batch, training, comm);
-    conv_forward(m, &m->stem_conv, images, m->a0);
+    if (m->input)
+        ops->to_activations(m->be, images,
+                            (size_t)batch * CR_IMAGE_SIZE * CR_IMAGE_SIZE * CR_IMAGE_CHANNELS,
+                            m->input);
+    conv_forward(m, &m->stem_conv, m->network_input, m->a0);
     bn_forward(m, &m->stem_bn, m->a0, rows_of(m, CR_IMAGE_SIZE), NULL, 1, m->h0);
-    const float *x = m->h0;
+    const void *x = m->h0;
     for (int k = 0; k < m->num_blocks; k++) {
         block_forward(m, &m->blocks[k], x);
         x = m->blocks[k].out;
@@ -387,7 +407,7 @@ cr_forward_result cr_model_forward(cr_model *m, const float *images, const int32
 /* ---- backward ---- */
 
 /* A scratch buffer that holds none of the live gradients. */
-static float *scratch_other(cr_model *m, const float *busy1, const float *busy2) {
+static void *scratch_other(cr_model *m, const void *busy1, const void *busy2) {
     for (int i = 0; i < 3; i++)
         if (m->scratch[i] != busy1 && m->scratch[i] != busy2) return m->scratch[i];
     CR_ASSERT(!"no free scratch buffer");
@@ -397,8 +417,8 @@ static float *scratch_other(cr_model *m, const float *busy1, const float *busy2)
 /* dx from dy (+ dy2) through BN (and the ReLU after it when relu); also the
  * gradients of gamma and beta, and dz into d_residual when not NULL. dx may
  * be dy. */
-static void bn_backward(cr_model *m, bn_layer *bn, const float *x, const float *y, long rows,
-                        const float *dy, const float *dy2, int relu, float *dx, float *d_residual) {
+static void bn_backward(cr_model *m, bn_layer *bn, const void *x, const void *y, long rows,
+                        const void *dy, const void *dy2, int relu, void *dx, void *d_residual) {
     const cr_backend_ops *ops = m->be->ops;
     cr_bn_view view = bn_view(m, bn, rows);
     size_t C = (size_t)bn->channels;
@@ -409,43 +429,45 @@ static void bn_backward(cr_model *m, bn_layer *bn, const float *x, const float *
     ops->bn_backward_apply(m->be, &view, x, y, dy, dy2, relu, bn->sums, stat_count(m, rows),
                            m->training, dx, d_residual);
     probe(m, bn->name, "weight and bias gradient", m->grads + bn->weight, 2 * C);
-    probe(m, bn->name, "input gradient", dx, (size_t)rows * C);
-    if (d_residual) probe(m, bn->name, "residual gradient", d_residual, (size_t)rows * C);
+    probe_activations(m, bn->name, "input gradient", dx, (size_t)rows * C);
+    if (d_residual)
+        probe_activations(m, bn->name, "residual gradient", d_residual, (size_t)rows * C);
 }
 
-static void conv_weight_grad(cr_model *m, conv_layer *c, const float *x, const float *dy) {
+static void conv_weight_grad(cr_model *m, conv_layer *c, const void *x, const void *dy) {
     m->be->ops->conv_backward_weight(m->be, c->plan, x, dy, m->grads + c->weight);
     probe(m, c->name, "weight gradient", m->grads + c->weight, conv_weight_count(c));
 }
 
-static void conv_data_grad(cr_model *m, conv_layer *c, const float *dy, float *dx) {
+static void conv_data_grad(cr_model *m, conv_layer *c, const void *dy, void *dx) {
     m->be->ops->conv_backward_data(m->be, c->plan, dy, m->params + c->weight, dx);
     const cr_conv_shape *s = &c->shape;
-    probe(m, c->name, "input gradient", dx, (size_t)s->batch * s->in_h * s->in_w * s->in_c);
+    probe_activations(m, c->name, "input gradient", dx,
+                      (size_t)s->batch * s->in_h * s->in_w * s->in_c);
 }
 
 /* Takes the output gradient (g[0] + g[1], g[1] may be NULL) and leaves the
  * input gradient the same way, in scratch buffers. */
-static void block_backward(cr_model *m, block *b, const float *x, float *g[2]) {
+static void block_backward(cr_model *m, block *b, const void *x, void *g[2]) {
     long rows = rows_of(m, b->g.out_hw);
-    float *d_a2 = g[0];
-    float *d_res = g[1] ? g[1] : scratch_other(m, g[0], NULL);
+    void *d_a2 = g[0];
+    void *d_res = g[1] ? g[1] : scratch_other(m, g[0], NULL);
     bn_backward(m, &b->bn2, b->a2, b->out, rows, g[0], g[1], 1, d_a2, d_res);
     conv_weight_grad(m, &b->conv2, b->h1, d_a2);
-    float *d_h1 = scratch_other(m, d_a2, d_res);
+    void *d_h1 = scratch_other(m, d_a2, d_res);
     conv_data_grad(m, &b->conv2, d_a2, d_h1);
-    float *d_a1 = d_h1;
+    void *d_a1 = d_h1;
     bn_backward(m, &b->bn1, b->a1, b->h1, rows, d_h1, NULL, 1, d_a1, NULL);
     conv_weight_grad(m, &b->conv1, x, d_a1);
-    float *d_x = d_a2; /* free again */
+    void *d_x = d_a2; /* free again */
     conv_data_grad(m, &b->conv1, d_a1, d_x);
     g[0] = d_x;
     g[1] = d_res; /* identity shortcut: the residual's gradient passes as is */
     if (!b->g.has_shortcut) return;
-    float *d_s = d_res;
+    void *d_s = d_res;
     bn_backward(m, &b->shortcut_bn, b->s, b->sn, rows, d_res, NULL, 0, d_s, NULL);
     conv_weight_grad(m, &b->shortcut_conv, x, d_s);
-    float *d_x_shortcut = d_a1; /* free again */
+    void *d_x_shortcut = d_a1; /* free again */
     conv_data_grad(m, &b->shortcut_conv, d_s, d_x_shortcut);
     g[1] = d_x_shortcut;
 }
@@ -466,15 +488,15 @@ void cr_model_backward(cr_model *m, cr_comm *comm, const cr_grad_hook *hook) {
           (size_t)(C + 1) * CR_NUM_CLASSES);
     probe(m, "linear", "input gradient", m->d_pooled, (size_t)m->batch * C);
     report_ready(hook, m->linear_weight);
-    float *g[2] = {m->scratch[0], NULL};
+    void *g[2] = {m->scratch[0], NULL};
     ops->avgpool_backward(m->be, m->d_pooled, m->batch, hw * hw, C, g[0]);
-    probe(m, "avgpool", "input gradient", g[0], (size_t)m->batch * hw * hw * C);
+    probe_activations(m, "avgpool", "input gradient", g[0], (size_t)m->batch * hw * hw * C);
     for (int k = m->num_blocks - 1; k >= 0; k--) {
-        const float *x = k > 0 ? m->blocks[k - 1].out : m->h0;
+        const void *x = k > 0 ? m->blocks[k - 1].out : m->h0;
         block_backward(m, &m->blocks[k], x, g);
         report_ready(hook, m->blocks[k].conv1.weight); /* a block's first tensor */
     }
     bn_backward(m, &m->stem_bn, m->a0, m->h0, rows_of(m, CR_IMAGE_SIZE), g[0], g[1], 1, g[0], NULL);
-    conv_weight_grad(m, &m->stem_conv, m->images, g[0]);
+    conv_weight_grad(m, &m->stem_conv, m->network_input, g[0]);
     report_ready(hook, 0);
 }

@@ -93,6 +93,12 @@ typedef struct {
     cr_tfevents *tensorboard; /* rank 0 with log.tensorboard, else NULL */
 } run_state;
 
+static cr_math math_of(cr_precision precision) {
+    return precision == CR_PRECISION_TF32   ? CR_MATH_TF32
+           : precision == CR_PRECISION_BF16 ? CR_MATH_BF16
+                                            : CR_MATH_FP32;
+}
+
 /* device.type: cpu, cuda (one GPU per local rank), or auto (cuda when this
  * build has it and a GPU is present). */
 static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
@@ -113,11 +119,7 @@ static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
                      "local rank %d has no GPU: this node has %d (one rank per GPU; "
                      "dist.backend: mpi lets ranks share a GPU)",
                      comm->local_rank, gpus);
-        if (cfg->train.precision == CR_PRECISION_BF16)
-            cr_fatal(CR_EXIT_USAGE, "train.precision",
-                     "bf16 is not implemented yet (fp32 and tf32 are)");
-        cr_cuda_options options = {.math = cfg->train.precision == CR_PRECISION_TF32 ? CR_MATH_TF32
-                                                                                     : CR_MATH_FP32,
+        cr_cuda_options options = {.math = math_of(cfg->train.precision),
                                    .autotune = cfg->device.autotune,
                                    .deterministic = cfg->train.deterministic || cfg->device.debug};
         return cr_backend_cuda_create(comm->local_rank % gpus, &options);
@@ -128,10 +130,7 @@ static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
         cr_fatal(CR_EXIT_USAGE, "device.type",
                  "cuda requested, but this build has no CUDA backend");
 #endif
-    if (cfg->train.precision != CR_PRECISION_FP32)
-        cr_fatal(CR_EXIT_USAGE, "train.precision", "%s needs a GPU; the CPU backend computes fp32",
-                 cfg->train.precision == CR_PRECISION_TF32 ? "tf32" : "bf16");
-    return cr_backend_cpu_create(0);
+    return cr_backend_cpu_create(0, math_of(cfg->train.precision));
 }
 
 /* The launch communicator, made before the backend because its local rank

@@ -330,7 +330,7 @@ static void test_augment_batch(cr_backend *be) {
 }
 
 int main(void) {
-    cr_backend *be = cr_backend_cpu_create(0);
+    cr_backend *be = cr_backend_cpu_create(0, CR_MATH_FP32);
     test_conv(be, cr_conv_shape_make(2, 8, 8, 3, 16, 3, 1, 1));
     test_conv(be, cr_conv_shape_make(3, 8, 8, 16, 16, 3, 1, 1));
     test_conv(be, cr_conv_shape_make(2, 8, 8, 16, 32, 3, 2, 1));

@@ -407,8 +407,8 @@ static void test_errors(void) {
                       "2:11: model.widths: expected at most 8 entries, got 9");
     expect_file_error("model:\n  widths: [16, 32]\n", NULL,
                       "2:11: model.widths: only used with model.arch custom (arch is small)");
-    expect_file_error("train:\n  precision: bf16\ndevice:\n  type: cpu\n", NULL,
-                      "2:14: train.precision: bf16 needs device.type cuda (device.type is cpu)");
+    expect_file_error("train:\n  precision: tf32\ndevice:\n  type: cpu\n", NULL,
+                      "2:14: train.precision: tf32 needs device.type cuda (device.type is cpu)");
     expect_file_error("schedule:\n  base_lr: 0.1\n  max_lr: 0.01\n", NULL,
                       "3:11: schedule.max_lr: must be >= schedule.base_lr (0.100000001), got "
                       "0.00999999978");

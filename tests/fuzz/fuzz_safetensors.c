@@ -25,7 +25,7 @@ static cr_model *model;
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
     cr_model_desc desc = {.num_stages = 1, .widths = {2}, .blocks = {1}};
-    backend = cr_backend_cpu_create(1);
+    backend = cr_backend_cpu_create(1, CR_MATH_FP32);
     model = cr_model_create(backend, &desc, 1, 0);
     return 0;
 }

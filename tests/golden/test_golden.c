@@ -223,7 +223,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
-    golden_case gc = {.be = cr_backend_cpu_create(0)};
+    golden_case gc = {.be = cr_backend_cpu_create(0, CR_MATH_FP32)};
     gc.model = cr_model_create(gc.be, &desc, BATCH, 1234);
     gc.layout = cr_model_get_layout(gc.model);
     initial_state(&gc, &fx);

@@ -5,6 +5,10 @@
 #     is the report's with its cycle fitted to two epochs (up for 391 steps,
 #     down for 391) and a peak lr of 0.05: the report's 2,000-step warm-up
 #     alone is five epochs long;
+#  1b. the same in bf16 (train.precision: bf16: bf16 activations and
+#     convolutions, fp32 statistics, weights and optimizer) also reaches
+#     >= 50%, where the processor has oneDNN's bf16 convolutions (a visible
+#     SKIPPED line elsewhere);
 #  2. resume is exact: 1 epoch, then resumed to 2, ends with bitwise the same
 #     weights, momentum and statistics as 2 epochs straight (on a subset);
 #     The same with the images resident in the backend and augmented there
@@ -36,6 +40,19 @@ eval_acc=$("$cresnet" eval -c "$cfg" "${common[@]}" --checkpoint "$work/full/che
   | sed -n 's/.*test accuracy \([0-9.]*\)%.*/\1/p')
 want=$(awk -v a="${acc:-0}" 'BEGIN { printf "%.2f", 100 * a }')
 [ "$eval_acc" = "$want" ] && ok || fail "eval accuracy $eval_acc% != training's $want%"
+
+# 1b. The same in bf16.
+"$cresnet" train -c "$cfg" "${common[@]}" -o train.epochs=2 -o schedule.step_size_up=391 \
+  -o schedule.max_lr=0.05 -o train.precision=bf16 -o log.dir="$work/bf16" >"$work/bf16.log" 2>&1
+rc=$?
+if [ $rc = 2 ] && grep -q "bf16 on the CPU needs oneDNN's bf16 convolutions" "$work/bf16.log"; then
+  echo "SKIPPED: bf16 training (this processor has no bf16 convolutions)"
+else
+  [ $rc = 0 ] && ok || { fail "bf16 train exited $rc"; cat "$work/bf16.log"; }
+  acc16=$(sed -n 's/.*"epoch": 2,.*"test_acc": \([0-9.]*\).*/\1/p' "$work/bf16/metrics.jsonl")
+  echo "2 epochs in bf16: test accuracy ${acc16:-none}"
+  awk -v a="${acc16:-0}" 'BEGIN { exit !(a >= 0.50) }' && ok || fail "bf16 test accuracy ${acc16:-none} < 0.50"
+fi
 
 # 2. Resume exactness on a subset.
 subset=("${common[@]}" -o data.train_limit=1024 -o train.batch_size=64)

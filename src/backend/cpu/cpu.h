@@ -14,35 +14,74 @@ typedef struct {
 
 static inline cpu_context *cpu_ctx(cr_backend *be) { return (cpu_context *)be->context; }
 
+/* Activations are floats, or bfloat16 in a backend made for bf16. The
+ * kernels work on float rows: a bf16 row is widened into a buffer on the
+ * way in and narrowed on the way out, so the float path keeps its plain,
+ * vectorised loops and both paths do the same float arithmetic. */
+static inline int cpu_bf16(const cr_backend *be) { return be->activation_bytes == 2; }
+
+/* Row r (C values) of an activation tensor as floats: the row itself, or
+ * widened into buf. */
+static inline const float *act_row(const void *p, long r, int C, int bf16, float *buf) {
+    if (!bf16) return (const float *)p + r * C;
+    const cr_bf16 *h = (const cr_bf16 *)p + r * C;
+    for (int c = 0; c < C; c++) buf[c] = cr_bf16_to_float(h[c]);
+    return buf;
+}
+
+/* Where to compute row r of an output: the row itself, or buf, which
+ * act_row_store then narrows into it. */
+static inline float *act_out_row(void *p, long r, int C, int bf16, float *buf) {
+    return bf16 ? buf : (float *)p + r * C;
+}
+
+static inline void act_row_store(void *p, long r, int C, int bf16, const float *buf) {
+    if (!bf16) return;
+    cr_bf16 *h = (cr_bf16 *)p + r * C;
+    for (int c = 0; c < C; c++) h[c] = cr_bf16_from_float(buf[c]);
+}
+
+/* One value, for the small ops. */
+static inline float act_load(const void *p, long i, int bf16) {
+    return bf16 ? cr_bf16_to_float(((const cr_bf16 *)p)[i]) : ((const float *)p)[i];
+}
+
+static inline void act_store(void *p, long i, float v, int bf16) {
+    if (bf16)
+        ((cr_bf16 *)p)[i] = cr_bf16_from_float(v);
+    else
+        ((float *)p)[i] = v;
+}
+
 /* cpu_conv.c */
 cr_conv_plan *cpu_conv_plan(cr_backend *be, const cr_conv_shape *shape);
 void cpu_conv_plan_free(cr_backend *be, cr_conv_plan *plan);
-void cpu_conv_forward(cr_backend *be, cr_conv_plan *plan, const float *x, const float *w, float *y);
-void cpu_conv_backward_data(cr_backend *be, cr_conv_plan *plan, const float *dy, const float *w,
-                            float *dx);
-void cpu_conv_backward_weight(cr_backend *be, cr_conv_plan *plan, const float *x, const float *dy,
+void cpu_conv_forward(cr_backend *be, cr_conv_plan *plan, const void *x, const float *w, void *y);
+void cpu_conv_backward_data(cr_backend *be, cr_conv_plan *plan, const void *dy, const float *w,
+                            void *dx);
+void cpu_conv_backward_weight(cr_backend *be, cr_conv_plan *plan, const void *x, const void *dy,
                               float *dw);
 
 /* cpu_bn.c */
-void cpu_bn_sums(cr_backend *be, const float *x, long rows, int channels, const float *shift,
+void cpu_bn_sums(cr_backend *be, const void *x, long rows, int channels, const float *shift,
                  float *sums);
 void cpu_bn_finalize(cr_backend *be, const float *sums, double count, int channels,
                      const float *shift, float eps, float momentum, float *mean, float *invstd,
                      float *running_mean, float *running_var);
 void cpu_bn_running_stats(cr_backend *be, const float *running_mean, const float *running_var,
                           int channels, float eps, float *mean, float *invstd);
-void cpu_bn_apply(cr_backend *be, const cr_bn_view *bn, const float *x, const float *residual,
-                  int relu, float *y);
-void cpu_bn_backward_sums(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
-                          const float *dy, const float *dy2, int relu, float *sums);
-void cpu_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
-                           const float *dy, const float *dy2, int relu, const float *sums,
-                           double count, int training, float *dx, float *d_residual);
+void cpu_bn_apply(cr_backend *be, const cr_bn_view *bn, const void *x, const void *residual,
+                  int relu, void *y);
+void cpu_bn_backward_sums(cr_backend *be, const cr_bn_view *bn, const void *x, const void *y,
+                          const void *dy, const void *dy2, int relu, float *sums);
+void cpu_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const void *x, const void *y,
+                           const void *dy, const void *dy2, int relu, const float *sums,
+                           double count, int training, void *dx, void *d_residual);
 
 /* cpu_head.c: pooling, linear, loss, optimizer */
-void cpu_avgpool_forward(cr_backend *be, const float *x, int batch, int hw, int channels, float *y);
+void cpu_avgpool_forward(cr_backend *be, const void *x, int batch, int hw, int channels, float *y);
 void cpu_avgpool_backward(cr_backend *be, const float *dy, int batch, int hw, int channels,
-                          float *dx);
+                          void *dx);
 void cpu_linear_forward(cr_backend *be, const float *x, const float *w, const float *b, int batch,
                         int in, int out, float *y);
 void cpu_linear_backward(cr_backend *be, const float *x, const float *w, const float *dy, int batch,

@@ -84,6 +84,12 @@ static void cpu_destroy(cr_backend *be) {
     free(be);
 }
 
+static void cpu_to_activations(cr_backend *be, const float *x, size_t n, void *y) {
+    const int bf16 = cpu_bf16(be);
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < (long)n; i++) act_store(y, i, x[i], bf16);
+}
+
 static const cr_backend_ops cpu_ops = {
     .name = "cpu",
     .destroy = cpu_destroy,
@@ -114,17 +120,55 @@ static const cr_backend_ops cpu_ops = {
     .softmax_xent = cpu_softmax_xent,
     .sgd_step = cpu_sgd_step,
     .scale = cpu_scale,
+    .to_activations = cpu_to_activations,
 };
 
-cr_backend *cr_backend_cpu_create(int num_threads) {
+/* Whether oneDNN has a bf16 convolution for this processor (it needs
+ * AVX-512 at least): asked with a small one. */
+static int bf16_convolutions_available(dnnl_engine_t engine) {
+    dnnl_dims_t x_dims = {1, 16, 8, 8}, w_dims = {16, 16, 3, 3}, strides = {1, 1}, pad = {1, 1};
+    dnnl_memory_desc_t x_md, w_md;
+    dnnl_convolution_desc_t desc;
+    dnnl_primitive_desc_t pd = NULL;
+    if (dnnl_memory_desc_init_by_tag(&x_md, 4, x_dims, dnnl_bf16, dnnl_nhwc) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&w_md, 4, w_dims, dnnl_bf16, dnnl_format_tag_any) !=
+            dnnl_success ||
+        dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct,
+                                           &x_md, &w_md, NULL, &x_md, strides, pad,
+                                           pad) != dnnl_success)
+        return 0;
+    int ok = dnnl_primitive_desc_create(&pd, &desc, NULL, engine, NULL) == dnnl_success;
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    return ok;
+}
+
+int cr_backend_cpu_supports(cr_math math) {
+    if (math != CR_MATH_BF16) return math == CR_MATH_FP32;
+    dnnl_engine_t engine;
+    if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) return 0;
+    int ok = bf16_convolutions_available(engine);
+    dnnl_engine_destroy(engine);
+    return ok;
+}
+
+cr_backend *cr_backend_cpu_create(int num_threads, cr_math math) {
+    if (math == CR_MATH_TF32)
+        cr_fatal(CR_EXIT_USAGE, "train.precision",
+                 "tf32 is a GPU's tensor-core format; the CPU backend computes fp32 or bf16");
     cpu_context *ctx = cr_calloc(1, sizeof *ctx, "cpu backend");
     if (num_threads > 0) omp_set_num_threads(num_threads);
     ctx->num_threads = omp_get_max_threads();
     if (dnnl_engine_create(&ctx->engine, dnnl_cpu, 0) != dnnl_success ||
         dnnl_stream_create(&ctx->stream, ctx->engine, dnnl_stream_default_flags) != dnnl_success)
         cr_fatal(CR_EXIT_INTERNAL, "cpu backend", "cannot create a oneDNN CPU engine");
+    if (math == CR_MATH_BF16 && !bf16_convolutions_available(ctx->engine))
+        cr_fatal(CR_EXIT_USAGE, "train.precision",
+                 "bf16 on the CPU needs oneDNN's bf16 convolutions, which this processor lacks "
+                 "(AVX-512 or later); use fp32");
     cr_backend *be = cr_calloc(1, sizeof *be, "cpu backend");
     be->ops = &cpu_ops;
     be->context = ctx;
+    be->math = math;
+    be->activation_bytes = math == CR_MATH_BF16 ? 2 : 4;
     return be;
 }

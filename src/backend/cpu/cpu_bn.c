@@ -31,20 +31,19 @@ static double *partials_for(long rows, int channels, long *chunks) {
     return cr_malloc(sizeof(double) * (size_t)(*chunks) * 2 * (size_t)channels, "bn partials");
 }
 
-void cpu_bn_sums(cr_backend *be, const float *x, long rows, int channels, const float *shift,
+void cpu_bn_sums(cr_backend *be, const void *x, long rows, int channels, const float *shift,
                  float *sums) {
-    (void)be;
-    const int C = channels;
+    const int C = channels, bf16 = cpu_bf16(be);
     const long per_chunk = chunk_rows(C);
     long chunks;
     double *partials = partials_for(rows, C, &chunks);
 #pragma omp parallel for schedule(static)
     for (long k = 0; k < chunks; k++) {
-        float s1[C], s2[C];
+        float s1[C], s2[C], buf[C];
         for (int c = 0; c < C; c++) s1[c] = s2[c] = 0.0f;
         long end = (k + 1) * per_chunk < rows ? (k + 1) * per_chunk : rows;
         for (long r = k * per_chunk; r < end; r++) {
-            const float *row = x + r * C;
+            const float *row = act_row(x, r, C, bf16, buf);
             for (int c = 0; c < C; c++) {
                 float d = row[c] - shift[c];
                 s1[c] += d;
@@ -87,10 +86,9 @@ void cpu_bn_running_stats(cr_backend *be, const float *running_mean, const float
     }
 }
 
-void cpu_bn_apply(cr_backend *be, const cr_bn_view *bn, const float *x, const float *residual,
-                  int relu, float *y) {
-    (void)be;
-    const int C = bn->channels;
+void cpu_bn_apply(cr_backend *be, const cr_bn_view *bn, const void *x, const void *residual,
+                  int relu, void *y) {
+    const int C = bn->channels, bf16 = cpu_bf16(be);
     float scale[C], offset[C];
     for (int c = 0; c < C; c++) {
         scale[c] = bn->gamma[c] * bn->invstd[c];
@@ -98,44 +96,54 @@ void cpu_bn_apply(cr_backend *be, const cr_bn_view *bn, const float *x, const fl
     }
 #pragma omp parallel for schedule(static)
     for (long r = 0; r < bn->rows; r++) {
-        const float *xr = x + r * C;
-        const float *res = residual ? residual + r * C : NULL;
-        float *yr = y + r * C;
+        float x_buf[C], res_buf[C], y_buf[C];
+        const float *xr = act_row(x, r, C, bf16, x_buf);
+        const float *res = residual ? act_row(residual, r, C, bf16, res_buf) : NULL;
+        float *yr = act_out_row(y, r, C, bf16, y_buf);
         for (int c = 0; c < C; c++) {
             float v = xr[c] * scale[c] + offset[c];
             if (res) v += res[c];
             if (relu) v = v < 0.0f ? 0.0f : v; /* NaN stays NaN, as in torch.relu */
             yr[c] = v;
         }
+        act_row_store(y, r, C, bf16, y_buf);
     }
 }
 
-/* The gradient reaching the BN output: dy (+ dy2), masked by the ReLU. */
-static inline float upstream(const float *dy, const float *dy2, const float *y, int relu, long i) {
-    float g = dy[i];
-    if (dy2) g += dy2[i];
-    if (relu && !(y[i] > 0.0f)) g = 0.0f;
-    return g;
+/* Row r of the gradient reaching the BN output, into dz[C]: dy (+ dy2),
+ * masked by the ReLU. tmp[C] is scratch. */
+static inline void upstream_row(const void *dy, const void *dy2, const void *y, int relu, long r,
+                                int C, int bf16, float *dz, float *tmp) {
+    const float *g = act_row(dy, r, C, bf16, dz);
+    for (int c = 0; c < C; c++) dz[c] = g[c];
+    if (dy2) {
+        const float *g2 = act_row(dy2, r, C, bf16, tmp);
+        for (int c = 0; c < C; c++) dz[c] += g2[c];
+    }
+    if (relu) {
+        const float *yr = act_row(y, r, C, bf16, tmp);
+        for (int c = 0; c < C; c++)
+            if (!(yr[c] > 0.0f)) dz[c] = 0.0f;
+    }
 }
 
-void cpu_bn_backward_sums(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
-                          const float *dy, const float *dy2, int relu, float *sums) {
-    (void)be;
-    const int C = bn->channels;
+void cpu_bn_backward_sums(cr_backend *be, const cr_bn_view *bn, const void *x, const void *y,
+                          const void *dy, const void *dy2, int relu, float *sums) {
+    const int C = bn->channels, bf16 = cpu_bf16(be);
     const long per_chunk = chunk_rows(C);
     long chunks;
     double *partials = partials_for(bn->rows, C, &chunks);
 #pragma omp parallel for schedule(static)
     for (long k = 0; k < chunks; k++) {
-        float s_dz_xc[C], s_dz[C];
+        float s_dz_xc[C], s_dz[C], dz[C], tmp[C];
         for (int c = 0; c < C; c++) s_dz_xc[c] = s_dz[c] = 0.0f;
         long end = (k + 1) * per_chunk < bn->rows ? (k + 1) * per_chunk : bn->rows;
         for (long r = k * per_chunk; r < end; r++) {
+            upstream_row(dy, dy2, y, relu, r, C, bf16, dz, tmp);
+            const float *xr = act_row(x, r, C, bf16, tmp);
             for (int c = 0; c < C; c++) {
-                long i = r * C + c;
-                float dz = upstream(dy, dy2, y, relu, i);
-                s_dz_xc[c] += dz * (x[i] - bn->mean[c]);
-                s_dz[c] += dz;
+                s_dz_xc[c] += dz[c] * (xr[c] - bn->mean[c]);
+                s_dz[c] += dz[c];
             }
         }
         double *out = partials + k * 2 * C;
@@ -148,11 +156,10 @@ void cpu_bn_backward_sums(cr_backend *be, const cr_bn_view *bn, const float *x, 
     free(partials);
 }
 
-void cpu_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
-                           const float *dy, const float *dy2, int relu, const float *sums,
-                           double count, int training, float *dx, float *d_residual) {
-    (void)be;
-    const int C = bn->channels;
+void cpu_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const void *x, const void *y,
+                           const void *dy, const void *dy2, int relu, const float *sums,
+                           double count, int training, void *dx, void *d_residual) {
+    const int C = bn->channels, bf16 = cpu_bf16(be);
     /* dx = a*dz + b*(x - mean) + k per channel: the training-mode formula
      * expanded. x - mean stays centred, so a mean far from 0 costs nothing. */
     float a[C], b[C], k[C];
@@ -166,11 +173,16 @@ void cpu_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const float *x,
     }
 #pragma omp parallel for schedule(static)
     for (long r = 0; r < bn->rows; r++) {
-        for (int c = 0; c < C; c++) {
-            long i = r * C + c;
-            float dz = upstream(dy, dy2, y, relu, i);
-            if (d_residual) d_residual[i] = dz;
-            dx[i] = a[c] * dz + b[c] * (x[i] - bn->mean[c]) + k[c];
-        }
+        /* dz is whole before anything is written: dx may be dy, d_residual dy2. */
+        float dz[C], tmp[C], dx_buf[C];
+        upstream_row(dy, dy2, y, relu, r, C, bf16, dz, tmp);
+        const float *xr = act_row(x, r, C, bf16, tmp);
+        float *dxr = act_out_row(dx, r, C, bf16, dx_buf);
+        for (int c = 0; c < C; c++) dxr[c] = a[c] * dz[c] + b[c] * (xr[c] - bn->mean[c]) + k[c];
+        act_row_store(dx, r, C, bf16, dx_buf);
+        if (!d_residual) continue;
+        float *dres = act_out_row(d_residual, r, C, bf16, tmp);
+        for (int c = 0; c < C; c++) dres[c] = dz[c];
+        act_row_store(d_residual, r, C, bf16, tmp);
     }
 }

@@ -2,7 +2,12 @@
  * parameter buffer. oneDNN's fastest kernels want blocked weight layouts, so
  * each primitive is created with "any" weights and a small reorder moves the
  * weights (a few KB to a few MB) in and the weight gradient out per call;
- * activations, the large tensors, are never reordered. */
+ * activations, the large tensors, are never reordered.
+ *
+ * bf16: activations and the weights going in are bf16 (the reorder in
+ * rounds the float weights), accumulation is fp32 and the weight gradient
+ * comes out as fp32, which oneDNN's bf16 backward-weights computes
+ * directly. */
 #include "cpu.h"
 
 #include "cresnet/error.h"
@@ -32,14 +37,15 @@ struct cr_conv_plan {
     conv_weights w_forward, w_backward_data, dw;
 };
 
-static void dims_nhwc(dnnl_memory_desc_t *md, int n, int c, int h, int w) {
+static void dims_nhwc(dnnl_memory_desc_t *md, int n, int c, int h, int w, dnnl_data_type_t type) {
     dnnl_dims_t dims = {n, c, h, w};
-    CR_DNNL(dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, dnnl_nhwc));
+    CR_DNNL(dnnl_memory_desc_init_by_tag(md, 4, dims, type, dnnl_nhwc));
 }
 
-static void dims_weights(dnnl_memory_desc_t *md, const cr_conv_shape *s, dnnl_format_tag_t tag) {
+static void dims_weights(dnnl_memory_desc_t *md, const cr_conv_shape *s, dnnl_format_tag_t tag,
+                         dnnl_data_type_t type) {
     dnnl_dims_t dims = {s->out_c, s->in_c, s->kernel, s->kernel};
-    CR_DNNL(dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, tag));
+    CR_DNNL(dnnl_memory_desc_init_by_tag(md, 4, dims, type, tag));
 }
 
 static dnnl_memory_t memory_for(cpu_context *ctx, const dnnl_memory_desc_t *md) {
@@ -60,7 +66,7 @@ static conv_weights weights_for(cpu_context *ctx, const cr_conv_shape *s,
                                 const dnnl_memory_desc_t *chosen, int to_internal) {
     conv_weights cw = {0};
     dnnl_memory_desc_t plain;
-    dims_weights(&plain, s, dnnl_ohwi);
+    dims_weights(&plain, s, dnnl_ohwi, dnnl_f32);
     cw.user = memory_for(ctx, &plain);
     if (dnnl_memory_desc_equal(&plain, chosen)) return cw;
     CR_DNNL(dnnl_memory_create(&cw.internal, chosen, ctx->engine, DNNL_MEMORY_ALLOCATE));
@@ -93,10 +99,12 @@ cr_conv_plan *cpu_conv_plan(cr_backend *be, const cr_conv_shape *s) {
     cpu_context *ctx = cpu_ctx(be);
     cr_conv_plan *plan = cr_calloc(1, sizeof *plan, "conv plan");
     plan->shape = *s;
-    dnnl_memory_desc_t x_md, y_md, w_any;
-    dims_nhwc(&x_md, s->batch, s->in_c, s->in_h, s->in_w);
-    dims_nhwc(&y_md, s->batch, s->out_c, s->out_h, s->out_w);
-    dims_weights(&w_any, s, dnnl_format_tag_any);
+    dnnl_data_type_t type = cpu_bf16(be) ? dnnl_bf16 : dnnl_f32;
+    dnnl_memory_desc_t x_md, y_md, w_any, dw_any;
+    dims_nhwc(&x_md, s->batch, s->in_c, s->in_h, s->in_w, type);
+    dims_nhwc(&y_md, s->batch, s->out_c, s->out_h, s->out_w, type);
+    dims_weights(&w_any, s, dnnl_format_tag_any, type);
+    dims_weights(&dw_any, s, dnnl_format_tag_any, dnnl_f32);
     dnnl_dims_t strides = {s->stride, s->stride}, pad = {s->pad, s->pad};
 
     dnnl_convolution_desc_t desc;
@@ -109,7 +117,7 @@ cr_conv_plan *cpu_conv_plan(cr_backend *be, const cr_conv_shape *s) {
                                                      &y_md, strides, pad, pad));
     CR_DNNL(dnnl_primitive_desc_create(&bwd_data_pd, &desc, NULL, ctx->engine, fwd_pd));
     CR_DNNL(dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &x_md,
-                                                        &w_any, NULL, &y_md, strides, pad, pad));
+                                                        &dw_any, NULL, &y_md, strides, pad, pad));
     CR_DNNL(dnnl_primitive_desc_create(&bwd_weights_pd, &desc, NULL, ctx->engine, fwd_pd));
 
     plan->forward = primitive_from(fwd_pd);
@@ -144,7 +152,7 @@ void cpu_conv_plan_free(cr_backend *be, cr_conv_plan *plan) {
     free(plan);
 }
 
-static void set_handle(dnnl_memory_t mem, const float *ptr) {
+static void set_handle(dnnl_memory_t mem, const void *ptr) {
     CR_DNNL(dnnl_memory_set_data_handle(mem, (void *)ptr));
 }
 
@@ -156,8 +164,7 @@ static dnnl_memory_t weights_in(cpu_context *ctx, conv_weights *cw, const float 
     return cw->internal;
 }
 
-void cpu_conv_forward(cr_backend *be, cr_conv_plan *plan, const float *x, const float *w,
-                      float *y) {
+void cpu_conv_forward(cr_backend *be, cr_conv_plan *plan, const void *x, const float *w, void *y) {
     cpu_context *ctx = cpu_ctx(be);
     set_handle(plan->x, x);
     set_handle(plan->y, y);
@@ -167,8 +174,8 @@ void cpu_conv_forward(cr_backend *be, cr_conv_plan *plan, const float *x, const 
     CR_DNNL(dnnl_primitive_execute(plan->forward, ctx->stream, 3, args));
 }
 
-void cpu_conv_backward_data(cr_backend *be, cr_conv_plan *plan, const float *dy, const float *w,
-                            float *dx) {
+void cpu_conv_backward_data(cr_backend *be, cr_conv_plan *plan, const void *dy, const float *w,
+                            void *dx) {
     cpu_context *ctx = cpu_ctx(be);
     set_handle(plan->dy, dy);
     set_handle(plan->dx, dx);
@@ -178,7 +185,7 @@ void cpu_conv_backward_data(cr_backend *be, cr_conv_plan *plan, const float *dy,
     CR_DNNL(dnnl_primitive_execute(plan->backward_data, ctx->stream, 3, args));
 }
 
-void cpu_conv_backward_weight(cr_backend *be, cr_conv_plan *plan, const float *x, const float *dy,
+void cpu_conv_backward_weight(cr_backend *be, cr_conv_plan *plan, const void *x, const void *dy,
                               float *dw) {
     cpu_context *ctx = cpu_ctx(be);
     set_handle(plan->x, x);

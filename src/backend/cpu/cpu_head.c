@@ -4,30 +4,29 @@
 
 #include <math.h>
 
-void cpu_avgpool_forward(cr_backend *be, const float *x, int batch, int hw, int channels,
-                         float *y) {
-    (void)be;
+void cpu_avgpool_forward(cr_backend *be, const void *x, int batch, int hw, int channels, float *y) {
+    const int bf16 = cpu_bf16(be);
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < batch; n++) {
         float *out = y + (long)n * channels;
         for (int c = 0; c < channels; c++) out[c] = 0.0f;
         for (int p = 0; p < hw; p++) {
-            const float *row = x + ((long)n * hw + p) * channels;
-            for (int c = 0; c < channels; c++) out[c] += row[c];
+            long row = ((long)n * hw + p) * channels;
+            for (int c = 0; c < channels; c++) out[c] += act_load(x, row + c, bf16);
         }
         for (int c = 0; c < channels; c++) out[c] /= (float)hw;
     }
 }
 
 void cpu_avgpool_backward(cr_backend *be, const float *dy, int batch, int hw, int channels,
-                          float *dx) {
-    (void)be;
+                          void *dx) {
+    const int bf16 = cpu_bf16(be);
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < batch; n++) {
         const float *g = dy + (long)n * channels;
         for (int p = 0; p < hw; p++) {
-            float *row = dx + ((long)n * hw + p) * channels;
-            for (int c = 0; c < channels; c++) row[c] = g[c] / (float)hw;
+            long row = ((long)n * hw + p) * channels;
+            for (int c = 0; c < channels; c++) act_store(dx, row + c, g[c] / (float)hw, bf16);
         }
     }
 }

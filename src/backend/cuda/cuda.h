@@ -30,7 +30,7 @@ typedef struct cuda_conv_cache cuda_conv_cache;
 
 typedef struct {
     int device;
-    cr_math math;        /* CR_MATH_TF32: tensor-core engines and GEMMs allowed */
+    cr_math math;        /* TF32: tensor-core engines and GEMMs allowed; BF16: bf16 convolutions */
     int autotune;        /* time engines when making a convolution plan */
     int deterministic;   /* deterministic cuDNN engines only */
     cudaStream_t stream; /* every op of the backend runs on it, in order */
@@ -43,6 +43,8 @@ typedef struct {
     size_t workspace_bytes;
     void *partials; /* per-block partial sums (doubles) of the two-stage reductions */
     size_t partials_bytes;
+    void *weights_bf16; /* bf16: a convolution's weights or weight gradient in bf16 */
+    size_t weights_bf16_bytes;
     /* A recorded graph holds the scratch pointers it was recorded with, so
      * while any graph lives, outgrown scratch is kept here, not freed. */
     int live_graphs;
@@ -90,39 +92,40 @@ CUDA_NORETURN void cuda_fail_cudnn(const char *file, int line, const char *call,
 void *cuda_workspace(cr_backend *be, size_t bytes);
 /* At least `count` doubles of reduction scratch. Valid until the next call. */
 double *cuda_partials(cr_backend *be, size_t count);
+/* At least `count` bf16 values for a convolution's weights. Valid until the
+ * next call. */
+void *cuda_weights_bf16(cr_backend *be, size_t count);
 
 /* ---- cuda_conv.c: cuDNN graph API ---- */
 cr_conv_plan *cuda_conv_plan(cr_backend *be, const cr_conv_shape *shape);
 void cuda_conv_plan_free(cr_backend *be, cr_conv_plan *plan);
-void cuda_conv_forward(cr_backend *be, cr_conv_plan *plan, const float *x, const float *w,
-                       float *y);
-void cuda_conv_backward_data(cr_backend *be, cr_conv_plan *plan, const float *dy, const float *w,
-                             float *dx);
-void cuda_conv_backward_weight(cr_backend *be, cr_conv_plan *plan, const float *x, const float *dy,
+void cuda_conv_forward(cr_backend *be, cr_conv_plan *plan, const void *x, const float *w, void *y);
+void cuda_conv_backward_data(cr_backend *be, cr_conv_plan *plan, const void *dy, const float *w,
+                             void *dx);
+void cuda_conv_backward_weight(cr_backend *be, cr_conv_plan *plan, const void *x, const void *dy,
                                float *dw);
 void cuda_conv_cache_free(cuda_conv_cache *cache);
 
 /* ---- cuda_kernels.cu: BatchNorm ---- */
-void cuda_bn_sums(cr_backend *be, const float *x, long rows, int channels, const float *shift,
+void cuda_bn_sums(cr_backend *be, const void *x, long rows, int channels, const float *shift,
                   float *sums);
 void cuda_bn_finalize(cr_backend *be, const float *sums, double count, int channels,
                       const float *shift, float eps, float momentum, float *mean, float *invstd,
                       float *running_mean, float *running_var);
 void cuda_bn_running_stats(cr_backend *be, const float *running_mean, const float *running_var,
                            int channels, float eps, float *mean, float *invstd);
-void cuda_bn_apply(cr_backend *be, const cr_bn_view *bn, const float *x, const float *residual,
-                   int relu, float *y);
-void cuda_bn_backward_sums(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
-                           const float *dy, const float *dy2, int relu, float *sums);
-void cuda_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
-                            const float *dy, const float *dy2, int relu, const float *sums,
-                            double count, int training, float *dx, float *d_residual);
+void cuda_bn_apply(cr_backend *be, const cr_bn_view *bn, const void *x, const void *residual,
+                   int relu, void *y);
+void cuda_bn_backward_sums(cr_backend *be, const cr_bn_view *bn, const void *x, const void *y,
+                           const void *dy, const void *dy2, int relu, float *sums);
+void cuda_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const void *x, const void *y,
+                            const void *dy, const void *dy2, int relu, const float *sums,
+                            double count, int training, void *dx, void *d_residual);
 
 /* ---- cuda_kernels.cu: head, loss, optimizer ---- */
-void cuda_avgpool_forward(cr_backend *be, const float *x, int batch, int hw, int channels,
-                          float *y);
+void cuda_avgpool_forward(cr_backend *be, const void *x, int batch, int hw, int channels, float *y);
 void cuda_avgpool_backward(cr_backend *be, const float *dy, int batch, int hw, int channels,
-                           float *dx);
+                           void *dx);
 void cuda_linear_forward(cr_backend *be, const float *x, const float *w, const float *b, int batch,
                          int in, int out, float *y);
 void cuda_linear_backward(cr_backend *be, const float *x, const float *w, const float *dy,
@@ -136,6 +139,11 @@ void cuda_scale(cr_backend *be, float *x, size_t n, float alpha);
 
 /* At least `microseconds` of device time on `stream` (a one-thread spin). */
 void cuda_spin(cudaStream_t stream, long microseconds);
+
+/* ---- cuda_kernels.cu: conversions ---- */
+void cuda_float_to_bf16(cr_backend *be, const float *x, size_t n, void *y);
+void cuda_bf16_to_float(cr_backend *be, const void *x, size_t n, float *y);
+void cuda_to_activations(cr_backend *be, const float *x, size_t n, void *y);
 
 /* ---- cuda_kernels.cu: data ---- */
 void cuda_augment_batch(cr_backend *be, const uint8_t *pixels, const cr_image_transform *transforms,

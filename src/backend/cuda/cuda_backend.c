@@ -121,6 +121,12 @@ double *cuda_partials(cr_backend *be, size_t count) {
     return grow(ctx, &ctx->partials, &ctx->partials_bytes, (count ? count : 1) * sizeof(double));
 }
 
+void *cuda_weights_bf16(cr_backend *be, size_t count) {
+    cuda_context *ctx = cuda_ctx(be);
+    return grow(ctx, &ctx->weights_bf16, &ctx->weights_bf16_bytes,
+                (count ? count : 1) * sizeof(cr_bf16));
+}
+
 /* NVTX v3 is header-only: nothing to link, and the calls cost nothing
  * unless a profiler such as Nsight Systems is attached. */
 static void cuda_range_push(cr_backend *be, const char *name) {
@@ -231,6 +237,7 @@ static void cuda_destroy(cr_backend *be) {
     cuda_conv_cache_free(ctx->conv_cache);
     CR_CUDA(cudaFree(ctx->workspace));
     CR_CUDA(cudaFree(ctx->partials));
+    CR_CUDA(cudaFree(ctx->weights_bf16));
     for (int i = 0; i < ctx->num_retired; i++) CR_CUDA(cudaFree(ctx->retired[i]));
     free(ctx->retired);
     CR_CUDNN(cudnnDestroy(ctx->cudnn));
@@ -282,6 +289,7 @@ static const cr_backend_ops cuda_ops = {
     .softmax_xent = cuda_softmax_xent,
     .sgd_step = cuda_sgd_step,
     .scale = cuda_scale,
+    .to_activations = cuda_to_activations,
 };
 
 void *cr_backend_cuda_stream(cr_backend *be) {
@@ -341,12 +349,15 @@ cr_backend *cr_backend_cuda_create(int device, const cr_cuda_options *options) {
     enum { CUBLAS_WORKSPACE = 32 << 20 };
     CR_CUDA(cudaMalloc(&ctx->cublas_workspace, CUBLAS_WORKSPACE));
     CR_CUBLAS(cublasSetWorkspace(ctx->cublas, ctx->cublas_workspace, CUBLAS_WORKSPACE));
-    /* fp32: plain GEMMs, so the linear layer matches the CPU backend to fp32
-     * rounding; tf32: cuBLAS may round the inputs for tensor cores. */
+    /* fp32 (and bf16, whose head is fp32): plain GEMMs, so the linear layer
+     * matches the CPU backend to fp32 rounding; tf32: cuBLAS may round the
+     * inputs for tensor cores. */
     CR_CUBLAS(cublasSetMathMode(ctx->cublas, math == CR_MATH_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                                   : CUBLAS_DEFAULT_MATH));
     cr_backend *be = cr_calloc(1, sizeof *be, "cuda backend");
     be->ops = &cuda_ops;
     be->context = ctx;
+    be->math = math;
+    be->activation_bytes = math == CR_MATH_BF16 ? 2 : 4;
     return be;
 }

@@ -9,9 +9,13 @@
  * down-converting or reducing in lower precision are skipped, so results
  * match the CPU backend to fp32 rounding. CR_MATH_TF32 also accepts the
  * tensor-core engines (TF32 inputs, fp32 accumulation), never the
- * down-converting or reduced-precision ones. With fp32, deterministic
- * engines are preferred among the acceptable ones, then the heuristic's
- * order; with tf32, the heuristic's order alone.
+ * down-converting or reduced-precision ones. CR_MATH_BF16 describes x, w and
+ * y as bf16 with fp32 compute and accepts what TF32 accepts; the weights go
+ * in as a bf16 copy made per call (cuda_weights_bf16, a few MB at most) and
+ * the weight gradient comes out in bf16 and is widened into the float
+ * gradient, as PyTorch's autocast does. With fp32, deterministic engines are
+ * preferred among the acceptable ones, then the heuristic's order; with
+ * tf32 and bf16, the heuristic's order alone.
  *
  * Execution plans are made on first use and kept in a cache in the context,
  * keyed by (shape, pass, alignment): layers of one shape share a plan, and a
@@ -21,13 +25,14 @@
  *
  * Alignment: a plan states the byte alignment of its pointers. Plans are made
  * for 16-byte aligned pointers (cudaMalloc's, most offsets into the flat
- * parameter buffer) and, only when a call needs it, for 4-byte aligned ones:
- * a weight at an odd float offset of the parameter buffer is legal.
+ * parameter buffer) and, only when a call needs it, for 4-byte aligned ones
+ * (a weight at an odd float offset of the parameter buffer is legal) or
+ * 2-byte aligned ones (a bf16 tensor at an odd element offset).
  *
  * device.autotune times up to MAX_TUNED acceptable engines once per plan
  * on scratch buffers and keeps the fastest.
  *
- * Not here: bf16 convolutions, fusing BatchNorm into the convolution. */
+ * Not here: fusing BatchNorm into the convolution. */
 #include "cuda.h"
 
 #include "cresnet/error.h"
@@ -40,8 +45,8 @@
 enum { PASS_FORWARD, PASS_BACKWARD_DATA, PASS_BACKWARD_FILTER, NUM_PASSES };
 static const char *const pass_names[NUM_PASSES] = {"forward", "backward-data", "backward-filter"};
 
-enum { ALIGNED, UNALIGNED, NUM_ALIGNMENTS };
-static const int64_t alignment_bytes[NUM_ALIGNMENTS] = {16, 4};
+enum { ALIGNED_16, ALIGNED_4, ALIGNED_2, NUM_ALIGNMENTS };
+static const int64_t alignment_bytes[NUM_ALIGNMENTS] = {16, 4, 2};
 
 /* The variant pack names tensors by these ids: the x-shaped tensor (x or dx),
  * the filter (w or dw), the y-shaped tensor (y or dy). */
@@ -88,13 +93,12 @@ static void destroy(cudnnBackendDescriptor_t desc) {
     if (desc) CR_CUDNN(cudnnBackendDestroyDescriptor(desc));
 }
 
-/* A 4-D fp32 tensor in cuDNN's {N, C, H, W} order with NHWC strides. The
- * filter KRSC is the same with {K, C, R, S} for {N, C, H, W}. */
+/* A 4-D tensor in cuDNN's {N, C, H, W} order with NHWC strides. The filter
+ * KRSC is the same with {K, C, R, S} for {N, C, H, W}. */
 static cudnnBackendDescriptor_t tensor(int64_t uid, int64_t n, int64_t c, int64_t h, int64_t w,
-                                       int64_t alignment) {
+                                       int64_t alignment, cudnnDataType_t type) {
     int64_t dims[4] = {n, c, h, w};
     int64_t strides[4] = {h * w * c, 1, w * c, c};
-    cudnnDataType_t type = CUDNN_DATA_FLOAT;
     cudnnBackendDescriptor_t t = descriptor(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
     SET(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
     SET(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
@@ -225,7 +229,7 @@ static int engine_kind(cudnnBackendDescriptor_t config, cr_math math) {
     for (int64_t i = 0; i < count && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; i++) {
         switch (notes[i]) {
         case CUDNN_NUMERICAL_NOTE_TENSOR_CORE: /* on float data: TF32 */
-            if (math == CR_MATH_TF32) break;
+            if (math != CR_MATH_FP32) break;
             return ENGINE_REJECTED;
         case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
         case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION: return ENGINE_REJECTED;
@@ -421,9 +425,11 @@ static void entry_build(cache_entry *e, const cuda_context *ctx) {
     cudnnHandle_t handle = ctx->cudnn;
     cr_math math = ctx->math;
     int64_t align = alignment_bytes[e->alignment];
-    cudnnBackendDescriptor_t x = tensor(UID_X, s->batch, s->in_c, s->in_h, s->in_w, align);
-    cudnnBackendDescriptor_t w = tensor(UID_W, s->out_c, s->in_c, s->kernel, s->kernel, align);
-    cudnnBackendDescriptor_t y = tensor(UID_Y, s->batch, s->out_c, s->out_h, s->out_w, align);
+    cudnnDataType_t type = math == CR_MATH_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    cudnnBackendDescriptor_t x = tensor(UID_X, s->batch, s->in_c, s->in_h, s->in_w, align, type);
+    cudnnBackendDescriptor_t w =
+        tensor(UID_W, s->out_c, s->in_c, s->kernel, s->kernel, align, type);
+    cudnnBackendDescriptor_t y = tensor(UID_Y, s->batch, s->out_c, s->out_h, s->out_w, align, type);
     cudnnBackendDescriptor_t conv = convolution(s);
     cudnnBackendDescriptor_t op = operation(e->pass, conv, x, w, y);
     cudnnBackendDescriptor_t graph = operation_graph(handle, op);
@@ -447,9 +453,11 @@ static void entry_build(cache_entry *e, const cuda_context *ctx) {
                  "no %s%s engine for the %s pass of a %dx%d stride-%d convolution %d->%d on "
                  "%dx%dx%d (batch %d, %lld-byte aligned)",
                  ctx->deterministic ? "deterministic " : "",
-                 math == CR_MATH_TF32 ? "fp32/tf32" : "fp32", pass_names[e->pass], s->kernel,
-                 s->kernel, s->stride, s->in_c, s->out_c, s->in_h, s->in_w, s->in_c, s->batch,
-                 (long long)align);
+                 math == CR_MATH_TF32   ? "fp32/tf32"
+                 : math == CR_MATH_BF16 ? "bf16"
+                                        : "fp32",
+                 pass_names[e->pass], s->kernel, s->kernel, s->stride, s->in_c, s->out_c, s->in_h,
+                 s->in_w, s->in_c, s->batch, (long long)align);
     entry_own(e, config);
     e->exec.workspace_bytes = plan_workspace(plan);
     e->exec.plan = plan;
@@ -520,14 +528,19 @@ void cuda_conv_plan_free(cr_backend *be, cr_conv_plan *plan) {
     free(plan);
 }
 
-static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+/* The class of the least aligned of three pointers (bf16 tensors at an odd
+ * element offset are only 2-byte aligned). */
+static int alignment_of(const void *x, const void *w, const void *y) {
+    uintptr_t bits = (uintptr_t)x | (uintptr_t)w | (uintptr_t)y;
+    return (bits & 15) == 0 ? ALIGNED_16 : (bits & 3) == 0 ? ALIGNED_4 : ALIGNED_2;
+}
 
 /* Runs one pass; x, w, y are the x-, filter- and y-shaped tensors, whichever
  * of them is the output. */
-static void conv_run(cr_backend *be, cr_conv_plan *plan, int pass, const float *x, const float *w,
-                     const float *y) {
+static void conv_run(cr_backend *be, cr_conv_plan *plan, int pass, const void *x, const void *w,
+                     const void *y) {
     cuda_context *ctx = cuda_ctx(be);
-    int alignment = aligned16(x) && aligned16(w) && aligned16(y) ? ALIGNED : UNALIGNED;
+    int alignment = alignment_of(x, w, y);
     conv_exec *exec = &plan->exec[pass][alignment];
     if (!exec->plan) *exec = cached_plan(ctx, &plan->shape, pass, alignment);
     void *workspace = cuda_workspace(be, (size_t)exec->workspace_bytes);
@@ -545,17 +558,36 @@ static void conv_run(cr_backend *be, cr_conv_plan *plan, int pass, const float *
     destroy(pack);
 }
 
-void cuda_conv_forward(cr_backend *be, cr_conv_plan *plan, const float *x, const float *w,
-                       float *y) {
-    conv_run(be, plan, PASS_FORWARD, x, w, y);
+static size_t weight_count(const cr_conv_plan *plan) {
+    const cr_conv_shape *s = &plan->shape;
+    return (size_t)s->out_c * s->kernel * s->kernel * s->in_c;
 }
 
-void cuda_conv_backward_data(cr_backend *be, cr_conv_plan *plan, const float *dy, const float *w,
-                             float *dx) {
-    conv_run(be, plan, PASS_BACKWARD_DATA, dx, w, dy);
+/* The weights as the plan's data type wants them: the float weights, or a
+ * bf16 copy of them. */
+static const void *weights_in(cr_backend *be, const cr_conv_plan *plan, const float *w) {
+    if (be->math != CR_MATH_BF16) return w;
+    void *copy = cuda_weights_bf16(be, weight_count(plan));
+    cuda_float_to_bf16(be, w, weight_count(plan), copy);
+    return copy;
 }
 
-void cuda_conv_backward_weight(cr_backend *be, cr_conv_plan *plan, const float *x, const float *dy,
+void cuda_conv_forward(cr_backend *be, cr_conv_plan *plan, const void *x, const float *w, void *y) {
+    conv_run(be, plan, PASS_FORWARD, x, weights_in(be, plan, w), y);
+}
+
+void cuda_conv_backward_data(cr_backend *be, cr_conv_plan *plan, const void *dy, const float *w,
+                             void *dx) {
+    conv_run(be, plan, PASS_BACKWARD_DATA, dx, weights_in(be, plan, w), dy);
+}
+
+void cuda_conv_backward_weight(cr_backend *be, cr_conv_plan *plan, const void *x, const void *dy,
                                float *dw) {
-    conv_run(be, plan, PASS_BACKWARD_FILTER, x, dw, dy);
+    if (be->math != CR_MATH_BF16) {
+        conv_run(be, plan, PASS_BACKWARD_FILTER, x, dw, dy);
+        return;
+    }
+    void *dw_bf16 = cuda_weights_bf16(be, weight_count(plan));
+    conv_run(be, plan, PASS_BACKWARD_FILTER, x, dw_bf16, dy);
+    cuda_bf16_to_float(be, dw_bf16, weight_count(plan), dw);
 }

@@ -4,6 +4,11 @@
  * images resident on the device. Same semantics, formulas and operation
  * order as the CPU backend (src/backend/cpu), which the tests compare against.
  *
+ * Activations are float or, in a bf16 backend, bfloat16 (cr_bf16, rounded
+ * by backend.h's cr_bf16_from_float exactly as the CPU backend rounds):
+ * the kernels that touch them are templates on the stored type T and do
+ * their arithmetic in float either way.
+ *
  * Layout: an activation is [rows, C] (NHWC). The BatchNorm kernels give a
  * block TILE_C consecutive channels, so a warp reads 32 consecutive floats of
  * a row, and TILE_ROWS row lanes; each thread keeps one channel, and that
@@ -56,11 +61,18 @@ __device__ int tile_channel() { return (int)(blockIdx.y * TILE_C + threadIdx.x);
 
 __device__ long min_long(long a, long b) { return a < b ? a : b; }
 
+/* An activation read as a float and written from one, whatever T stores. */
+__device__ float load(const float *p, long i) { return p[i]; }
+__device__ float load(const cr_bf16 *p, long i) { return cr_bf16_to_float(p[i]); }
+__device__ void store(float *p, long i, float v) { p[i] = v; }
+__device__ void store(cr_bf16 *p, long i, float v) { p[i] = cr_bf16_from_float(v); }
+
 /* The gradient reaching the BN output: dy (+ dy2), masked by the ReLU. */
-__device__ float upstream(const float *dy, const float *dy2, const float *y, int relu, long i) {
-    float g = dy[i];
-    if (dy2) g += dy2[i];
-    if (relu && !(y[i] > 0.0f)) g = 0.0f;
+template <typename T>
+__device__ float upstream(const T *dy, const T *dy2, const T *y, int relu, long i) {
+    float g = load(dy, i);
+    if (dy2) g += load(dy2, i);
+    if (relu && !(load(y, i) > 0.0f)) g = 0.0f;
     return g;
 }
 
@@ -93,12 +105,13 @@ template <typename Term> __device__ void chunk_sums(long rows, int C, double *pa
 }
 
 /* Forward statistics: sum(x - shift), sum((x - shift)^2). */
-__global__ void bn_sums_partial(const float *x, long rows, int C, const float *shift,
+template <typename T>
+__global__ void bn_sums_partial(const T *x, long rows, int C, const float *shift,
                                 double *partials) {
     const int c = tile_channel();
     const float s = c < C ? shift[c] : 0.0f;
     chunk_sums(rows, C, partials, [=](long i, float &s1, float &s2) {
-        float d = x[i] - s;
+        float d = load(x, i) - s;
         s1 += d;
         s2 += d * d;
     });
@@ -106,14 +119,14 @@ __global__ void bn_sums_partial(const float *x, long rows, int C, const float *s
 
 /* Backward: sum(dz * (x - mean)), sum(dz); the first becomes sum(dz * xhat)
  * when stage 2 scales it by invstd. */
-__global__ void bn_backward_sums_partial(cr_bn_view bn, const float *x, const float *y,
-                                         const float *dy, const float *dy2, int relu,
-                                         double *partials) {
+template <typename T>
+__global__ void bn_backward_sums_partial(cr_bn_view bn, const T *x, const T *y, const T *dy,
+                                         const T *dy2, int relu, double *partials) {
     const int c = tile_channel();
     const float mean = c < bn.channels ? bn.mean[c] : 0.0f;
     chunk_sums(bn.rows, bn.channels, partials, [=](long i, float &s1, float &s2) {
         float dz = upstream(dy, dy2, y, relu, i);
-        s1 += dz * (x[i] - mean);
+        s1 += dz * (load(x, i) - mean);
         s2 += dz;
     });
 }
@@ -167,8 +180,8 @@ __global__ void bn_running_stats_kernel(const float *running_mean, const float *
     invstd[c] = (float)(1.0 / sqrt((double)running_var[c] + eps));
 }
 
-__global__ void bn_apply_kernel(cr_bn_view bn, const float *x, const float *residual, int relu,
-                                float *y) {
+template <typename T>
+__global__ void bn_apply_kernel(cr_bn_view bn, const T *x, const T *residual, int relu, T *y) {
     const int c = tile_channel(), C = bn.channels;
     if (c >= C) return;
     const float scale = bn.gamma[c] * bn.invstd[c];
@@ -177,10 +190,10 @@ __global__ void bn_apply_kernel(cr_bn_view bn, const float *x, const float *resi
     const long end = min_long(first + APPLY_ROWS, bn.rows);
     for (long r = first + threadIdx.y; r < end; r += TILE_ROWS) {
         const long i = r * C + c;
-        float v = x[i] * scale + offset;
-        if (residual) v += residual[i];
+        float v = load(x, i) * scale + offset;
+        if (residual) v += load(residual, i);
         if (relu) v = v < 0.0f ? 0.0f : v; /* NaN stays NaN, as in torch.relu */
-        y[i] = v;
+        store(y, i, v);
     }
 }
 
@@ -189,10 +202,10 @@ __global__ void bn_apply_kernel(cr_bn_view bn, const float *x, const float *resi
  * leave b*x and k to cancel in float when the mean is large against the
  * spread (1e-4 relative error at mean/std = 300). dx may be dy and d_residual may be dy2 (the model
  * does both): every element is read before it is written, by one thread. */
-__global__ void bn_backward_apply_kernel(cr_bn_view bn, const float *x, const float *y,
-                                         const float *dy, const float *dy2, int relu,
-                                         const float *sums, double count, int training, float *dx,
-                                         float *d_residual) {
+template <typename T>
+__global__ void bn_backward_apply_kernel(cr_bn_view bn, const T *x, const T *y, const T *dy,
+                                         const T *dy2, int relu, const float *sums, double count,
+                                         int training, T *dx, T *d_residual) {
     const int c = tile_channel(), C = bn.channels;
     if (c >= C) return;
     const double gain = (double)bn.gamma[c] * bn.invstd[c];
@@ -206,9 +219,9 @@ __global__ void bn_backward_apply_kernel(cr_bn_view bn, const float *x, const fl
     for (long r = first + threadIdx.y; r < end; r += TILE_ROWS) {
         const long i = r * C + c;
         const float dz = upstream(dy, dy2, y, relu, i);
-        const float xi = x[i];
-        if (d_residual) d_residual[i] = dz;
-        dx[i] = a * dz + b * (xi - mean) + k;
+        const float xi = load(x, i);
+        if (d_residual) store(d_residual, i, dz);
+        store(dx, i, a * dz + b * (xi - mean) + k);
     }
 }
 
@@ -216,23 +229,37 @@ __global__ void bn_backward_apply_kernel(cr_bn_view bn, const float *x, const fl
 
 /* y[n][c] = mean over p of x[n][p][c]: one thread per (n, c), adding in p
  * order as the CPU backend does. */
-__global__ void avgpool_forward_kernel(const float *x, int batch, int hw, int C, float *y) {
+template <typename T>
+__global__ void avgpool_forward_kernel(const T *x, int batch, int hw, int C, float *y) {
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long)batch * C) return;
     const long n = i / C;
     const int c = (int)(i % C);
-    const float *column = x + n * hw * C + c;
+    const T *column = x + n * hw * C + c;
     float acc = 0.0f;
-    for (int p = 0; p < hw; p++) acc += column[(long)p * C];
+    for (int p = 0; p < hw; p++) acc += load(column, (long)p * C);
     y[i] = acc / (float)hw;
 }
 
-__global__ void avgpool_backward_kernel(const float *dy, int batch, int hw, int C, float *dx) {
+template <typename T>
+__global__ void avgpool_backward_kernel(const float *dy, int batch, int hw, int C, T *dx) {
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long)batch * hw * C) return;
     const long n = i / ((long)hw * C);
     const int c = (int)(i % C);
-    dx[i] = dy[n * C + c] / (float)hw;
+    store(dx, i, dy[n * C + c] / (float)hw);
+}
+
+/* Between float and bfloat16: the network's input images and the bf16
+ * copies of the weights going in, the weight gradients coming out. */
+__global__ void to_bf16_kernel(const float *x, size_t n, cr_bf16 *y) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = cr_bf16_from_float(x[i]);
+}
+
+__global__ void from_bf16_kernel(const cr_bf16 *x, size_t n, float *y) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = cr_bf16_to_float(x[i]);
 }
 
 __global__ void add_bias_kernel(float *y, const float *b, int batch, int out) {
@@ -360,14 +387,32 @@ __global__ void spin_kernel(long long nanoseconds) {
 
 extern "C" {
 
-void cuda_bn_sums(cr_backend *be, const float *x, long rows, int channels, const float *shift,
+static int is_bf16(const cr_backend *be) { return be->activation_bytes == 2; }
+
+/* Launches the float or the bfloat16 instance of a template kernel; the
+ * arguments name activations through A(ptr), which casts to the type. */
+#define LAUNCH_ACT(kernel, grid, block, stream, ...)                                               \
+    do {                                                                                           \
+        if (bf16) {                                                                                \
+            typedef cr_bf16 act;                                                                   \
+            LAUNCH(kernel<act>, grid, block, stream, __VA_ARGS__);                                 \
+        } else {                                                                                   \
+            typedef float act;                                                                     \
+            LAUNCH(kernel<act>, grid, block, stream, __VA_ARGS__);                                 \
+        }                                                                                          \
+    } while (0)
+#define A(ptr) ((act *)(ptr))
+#define CA(ptr) ((const act *)(ptr))
+
+void cuda_bn_sums(cr_backend *be, const void *x, long rows, int channels, const float *shift,
                   float *sums) {
     if (channels <= 0) return;
+    const int bf16 = is_bf16(be);
     const long chunks = (rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
     double *partials = cuda_partials(be, (size_t)chunks * 2 * channels);
     if (chunks > 0)
-        LAUNCH(bn_sums_partial, tile_grid(rows, CHUNK_ROWS, channels), tile_block(), stream_of(be),
-               x, rows, channels, shift, partials);
+        LAUNCH_ACT(bn_sums_partial, tile_grid(rows, CHUNK_ROWS, channels), tile_block(),
+                   stream_of(be), CA(x), rows, channels, shift, partials);
     LAUNCH(chunk_sums_final, 2 * channels, FINAL_THREADS, stream_of(be), partials, chunks, channels,
            (const float *)NULL, sums);
 }
@@ -387,49 +432,76 @@ void cuda_bn_running_stats(cr_backend *be, const float *running_mean, const floa
            running_mean, running_var, channels, eps, mean, invstd);
 }
 
-void cuda_bn_apply(cr_backend *be, const cr_bn_view *bn, const float *x, const float *residual,
-                   int relu, float *y) {
+void cuda_bn_apply(cr_backend *be, const cr_bn_view *bn, const void *x, const void *residual,
+                   int relu, void *y) {
     if (bn->rows <= 0 || bn->channels <= 0) return;
-    LAUNCH(bn_apply_kernel, tile_grid(bn->rows, APPLY_ROWS, bn->channels), tile_block(),
-           stream_of(be), *bn, x, residual, relu, y);
+    const int bf16 = is_bf16(be);
+    LAUNCH_ACT(bn_apply_kernel, tile_grid(bn->rows, APPLY_ROWS, bn->channels), tile_block(),
+               stream_of(be), *bn, CA(x), CA(residual), relu, A(y));
 }
 
-void cuda_bn_backward_sums(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
-                           const float *dy, const float *dy2, int relu, float *sums) {
-    const int C = bn->channels;
+void cuda_bn_backward_sums(cr_backend *be, const cr_bn_view *bn, const void *x, const void *y,
+                           const void *dy, const void *dy2, int relu, float *sums) {
+    const int C = bn->channels, bf16 = is_bf16(be);
     if (C <= 0) return;
     const long chunks = (bn->rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
     double *partials = cuda_partials(be, (size_t)chunks * 2 * C);
     if (chunks > 0)
-        LAUNCH(bn_backward_sums_partial, tile_grid(bn->rows, CHUNK_ROWS, C), tile_block(),
-               stream_of(be), *bn, x, y, dy, dy2, relu, partials);
+        LAUNCH_ACT(bn_backward_sums_partial, tile_grid(bn->rows, CHUNK_ROWS, C), tile_block(),
+                   stream_of(be), *bn, CA(x), CA(y), CA(dy), CA(dy2), relu, partials);
     LAUNCH(chunk_sums_final, 2 * C, FINAL_THREADS, stream_of(be), partials, chunks, C, bn->invstd,
            sums);
 }
 
-void cuda_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const float *x, const float *y,
-                            const float *dy, const float *dy2, int relu, const float *sums,
-                            double count, int training, float *dx, float *d_residual) {
+void cuda_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const void *x, const void *y,
+                            const void *dy, const void *dy2, int relu, const float *sums,
+                            double count, int training, void *dx, void *d_residual) {
     if (bn->rows <= 0 || bn->channels <= 0) return;
-    LAUNCH(bn_backward_apply_kernel, tile_grid(bn->rows, APPLY_ROWS, bn->channels), tile_block(),
-           stream_of(be), *bn, x, y, dy, dy2, relu, sums, count, training, dx, d_residual);
+    const int bf16 = is_bf16(be);
+    LAUNCH_ACT(bn_backward_apply_kernel, tile_grid(bn->rows, APPLY_ROWS, bn->channels),
+               tile_block(), stream_of(be), *bn, CA(x), CA(y), CA(dy), CA(dy2), relu, sums, count,
+               training, A(dx), A(d_residual));
 }
 
-void cuda_avgpool_forward(cr_backend *be, const float *x, int batch, int hw, int channels,
+void cuda_avgpool_forward(cr_backend *be, const void *x, int batch, int hw, int channels,
                           float *y) {
     const size_t n = (size_t)batch * channels;
     if (n == 0) return;
-    LAUNCH(avgpool_forward_kernel, blocks_for(n, THREADS), THREADS, stream_of(be), x, batch, hw,
-           channels, y);
+    const int bf16 = is_bf16(be);
+    LAUNCH_ACT(avgpool_forward_kernel, blocks_for(n, THREADS), THREADS, stream_of(be), CA(x), batch,
+               hw, channels, y);
 }
 
 void cuda_avgpool_backward(cr_backend *be, const float *dy, int batch, int hw, int channels,
-                           float *dx) {
+                           void *dx) {
     const size_t n = (size_t)batch * hw * channels;
     if (n == 0) return;
-    LAUNCH(avgpool_backward_kernel, blocks_for(n, THREADS), THREADS, stream_of(be), dy, batch, hw,
-           channels, dx);
+    const int bf16 = is_bf16(be);
+    LAUNCH_ACT(avgpool_backward_kernel, blocks_for(n, THREADS), THREADS, stream_of(be), dy, batch,
+               hw, channels, A(dx));
 }
+
+void cuda_float_to_bf16(cr_backend *be, const float *x, size_t n, void *y) {
+    if (n == 0) return;
+    LAUNCH(to_bf16_kernel, blocks_for(n, THREADS), THREADS, stream_of(be), x, n, (cr_bf16 *)y);
+}
+
+void cuda_bf16_to_float(cr_backend *be, const void *x, size_t n, float *y) {
+    if (n == 0) return;
+    LAUNCH(from_bf16_kernel, blocks_for(n, THREADS), THREADS, stream_of(be), (const cr_bf16 *)x, n,
+           y);
+}
+
+void cuda_to_activations(cr_backend *be, const float *x, size_t n, void *y) {
+    if (is_bf16(be))
+        cuda_float_to_bf16(be, x, n, y);
+    else if (n > 0)
+        CR_CUDA(cudaMemcpyAsync(y, x, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_of(be)));
+}
+
+#undef A
+#undef CA
+#undef LAUNCH_ACT
 
 /* cuBLAS is column-major, and a row-major [r, c] matrix is the column-major
  * [c, r] matrix, its transpose. So row-major y = x W^T (x [batch, in], W
