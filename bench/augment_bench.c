@@ -7,18 +7,13 @@
  * usage: cresnet_augment_bench DATA_DIR [images] */
 #define _POSIX_C_SOURCE 200809L
 
+#include "cresnet/clock.h"
 #include "cresnet/data.h"
 #include "cresnet/error.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static const cr_augment AUG = {.crop_padding = 2,
                                .hflip = 1,
@@ -28,13 +23,13 @@ static const cr_augment AUG = {.crop_padding = 2,
 
 static void bench_single(const cr_cifar_set *set, int images) {
     float *out = cr_malloc(CR_CIFAR_PIXELS * sizeof(float), "bench");
-    double checksum = 0.0, t0 = now_seconds();
+    double checksum = 0.0, t0 = cr_now_seconds();
     for (int i = 0; i < images; i++) {
         int s = i % set->count;
         cr_augment_image(set->pixels + (size_t)s * CR_CIFAR_PIXELS, &AUG, 0, 0, (uint64_t)s, out);
         checksum += out[i % CR_CIFAR_PIXELS]; /* keeps the work observable */
     }
-    double seconds = now_seconds() - t0;
+    double seconds = cr_now_seconds() - t0;
     printf("cr_augment_image: %.0f images/s (1 thread, %d images, checksum %.3f)\n",
            images / seconds, images, checksum);
     free(out);
@@ -51,10 +46,10 @@ static void bench_loader(const cr_cifar_set *set, int images) {
     cr_loader *loader = cr_loader_create(&args);
     cr_batch batch;
     int total = 0;
-    double t0 = now_seconds();
+    double t0 = cr_now_seconds();
     cr_loader_start(loader, 0, 0);
     while (cr_loader_next(loader, &batch)) total += batch.size;
-    double seconds = now_seconds() - t0;
+    double seconds = cr_now_seconds() - t0;
     cr_loader_free(loader);
     printf("loader: %.0f images/s (automatic threads, batch 128, %d images)\n", total / seconds,
            total);

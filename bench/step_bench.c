@@ -3,9 +3,9 @@
  * overfits and drives gradients into slow denormals), after warm-up.
  * Prints one line: model, batch, threads, images/s, ms/step.
  * usage: cresnet_step_bench DATA_DIR small|medium|large [batch] [steps] [warmup] [fp32|bf16] */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
 #include "cresnet/backend.h"
+#include "cresnet/clock.h"
 #include "cresnet/comm.h"
 #include "cresnet/data.h"
 #include "cresnet/error.h"
@@ -17,12 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int main(int argc, char **argv) {
     if (argc < 3) {
@@ -54,11 +48,11 @@ int main(int argc, char **argv) {
     double start = 0.0, data_seconds = 0.0;
     float loss = 0.0f;
     for (int step = 0; step < warmup + steps; step++) {
-        if (step == warmup) start = now_seconds();
-        double t0 = now_seconds();
+        if (step == warmup) start = cr_now_seconds();
+        double t0 = cr_now_seconds();
         for (int i = 0; i < batch; i++) indices[i] = (step * batch + i) % train.count;
         cr_cifar_batch(&train, indices, batch, mean, std, images, labels);
-        data_seconds += step >= warmup ? now_seconds() - t0 : 0.0;
+        data_seconds += step >= warmup ? cr_now_seconds() - t0 : 0.0;
         cr_forward_result r = cr_model_forward(model, images, labels, batch, 1, 1.0f / batch, comm);
         cr_model_backward(model, comm, NULL);
         be->ops->sgd_step(be, cr_model_params(model), cr_model_grads(model),
@@ -66,7 +60,7 @@ int main(int argc, char **argv) {
         loss = r.loss_sum / batch;
     }
     be->ops->synchronize(be);
-    double seconds = now_seconds() - start;
+    double seconds = cr_now_seconds() - start;
     struct rusage usage;
     getrusage(RUSAGE_SELF, &usage);
     printf("model=%s batch=%d threads=%d steps=%d images_per_s=%.1f ms_per_step=%.2f "

@@ -9,7 +9,7 @@
  * Conventions, the same for every backend:
  *  - activations are NHWC; a [N,H,W,C] tensor is `rows` = N*H*W rows of C
  *    contiguous channels, stored as float32 or, in a backend made for
- *    bf16, as bfloat16 (`activation_bytes` says which; the pointers are
+ *    bf16, as bfloat16 (`cr_activation_bytes` says which; the pointers are
  *    void * where the op takes activations). Parameters, gradients,
  *    BatchNorm statistics and sums, the pooled features, logits and the
  *    loss are float32 in every backend;
@@ -287,7 +287,7 @@ typedef struct {
     void (*scale)(cr_backend *be, float *x, size_t n, float alpha);
     /* y (n activations) = x (n floats), rounded to the activation type:
      * the model's float input images enter a bf16 network here. Needed
-     * where activation_bytes is not 4. */
+     * where cr_activation_bytes is not 4. */
     void (*to_activations)(cr_backend *be, const float *x, size_t n, void *y);
 } cr_backend_ops;
 
@@ -295,10 +295,12 @@ struct cr_backend {
     const cr_backend_ops *ops;
     void *context;
     cr_math math;
-    /* Bytes per stored activation value: 4 (float), 2 (bfloat16 with
-     * CR_MATH_BF16). */
-    int activation_bytes;
 };
+
+/* Bytes per stored activation value: 2 (bfloat16) with CR_MATH_BF16, else 4. */
+static inline int cr_activation_bytes(const cr_backend *be) {
+    return be->math == CR_MATH_BF16 ? 2 : 4;
+}
 
 /* num_threads 0: all cores (OMP_NUM_THREADS when set). math: CR_MATH_FP32,
  * or CR_MATH_BF16 where oneDNN has bf16 convolutions for this processor

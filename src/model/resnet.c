@@ -69,7 +69,7 @@ static void probe(cr_model *m, const char *layer, const char *what, const float 
 static void probe_activations(cr_model *m, const char *layer, const char *what, const void *data,
                               size_t count) {
     if (m->debug && m->training)
-        model_debug_probe(m->debug, layer, what, data, count, m->be->activation_bytes);
+        model_debug_probe(m->debug, layer, what, data, count, cr_activation_bytes(m->be));
 }
 
 static size_t conv_weight_count(const conv_layer *c) {
@@ -82,7 +82,7 @@ static float *device_floats(cr_model *m, size_t count) {
 }
 
 static void *device_activations(cr_model *m, size_t count) {
-    return m->be->ops->alloc(m->be, count * (size_t)m->be->activation_bytes);
+    return m->be->ops->alloc(m->be, count * (size_t)cr_activation_bytes(m->be));
 }
 
 static size_t offset_of(const cr_model *m, const char *name) {
@@ -189,7 +189,7 @@ cr_model *cr_model_create(cr_backend *be, const cr_model_desc *desc, int max_bat
     m->stem_bn = bn_make(m, "bn1", w0);
     m->a0 = device_activations(m, largest);
     m->h0 = device_activations(m, largest);
-    if (be->activation_bytes != sizeof(float))
+    if (cr_activation_bytes(be) != sizeof(float))
         m->input = device_activations(m, (size_t)max_batch * CR_IMAGE_SIZE * CR_IMAGE_SIZE *
                                              CR_IMAGE_CHANNELS);
     m->num_blocks = model_num_blocks(desc);

@@ -84,7 +84,7 @@ static float *garbage(cr_backend *gpu, size_t n) {
 
 /* ---- activations: floats, or bf16 in a bf16 backend ---- */
 
-static int holds_bf16(const cr_backend *be) { return be->activation_bytes == 2; }
+static int holds_bf16(const cr_backend *be) { return cr_activation_bytes(be) == 2; }
 
 /* What the GPU will see of these values: rounded to bf16 in a bf16
  * backend, so that the CPU reference computes on the same inputs. */
@@ -95,7 +95,7 @@ static void round_like(const cr_backend *gpu, float *x, size_t n) {
 
 /* n activation values from host floats, at `dev` or in new device memory. */
 static void *store_activations(cr_backend *gpu, void *dev, const float *host, size_t n) {
-    size_t bytes = n * (size_t)gpu->activation_bytes;
+    size_t bytes = n * (size_t)cr_activation_bytes(gpu);
     if (!dev) dev = gpu->ops->alloc(gpu, bytes);
     if (!holds_bf16(gpu)) {
         gpu->ops->copy_to_device(gpu, dev, host, bytes);
@@ -207,7 +207,7 @@ static void test_conv(const backends *b, cr_conv_shape s, int misaligned) {
     cpu->ops->conv_plan_free(cpu, plan);
 
     void *bases[6];
-    const size_t act = (size_t)gpu->activation_bytes;
+    const size_t act = (size_t)cr_activation_bytes(gpu);
     void *d_x = device_view(gpu, nx * act, misaligned, &bases[0]);
     float *d_w = device_view(gpu, nw * sizeof(float), misaligned, &bases[1]);
     void *d_dy = device_view(gpu, ny * act, misaligned, &bases[2]);

@@ -18,7 +18,7 @@ static inline cpu_context *cpu_ctx(cr_backend *be) { return (cpu_context *)be->c
  * kernels work on float rows: a bf16 row is widened into a buffer on the
  * way in and narrowed on the way out, so the float path keeps its plain,
  * vectorised loops and both paths do the same float arithmetic. */
-static inline int cpu_bf16(const cr_backend *be) { return be->activation_bytes == 2; }
+static inline int cpu_bf16(const cr_backend *be) { return cr_activation_bytes(be) == 2; }
 
 /* Row r (C values) of an activation tensor as floats: the row itself, or
  * widened into buf. */

@@ -169,6 +169,5 @@ cr_backend *cr_backend_cpu_create(int num_threads, cr_math math) {
     be->ops = &cpu_ops;
     be->context = ctx;
     be->math = math;
-    be->activation_bytes = math == CR_MATH_BF16 ? 2 : 4;
     return be;
 }

@@ -358,6 +358,5 @@ cr_backend *cr_backend_cuda_create(int device, const cr_cuda_options *options) {
     be->ops = &cuda_ops;
     be->context = ctx;
     be->math = math;
-    be->activation_bytes = math == CR_MATH_BF16 ? 2 : 4;
     return be;
 }

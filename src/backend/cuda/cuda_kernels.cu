@@ -387,7 +387,7 @@ __global__ void spin_kernel(long long nanoseconds) {
 
 extern "C" {
 
-static int is_bf16(const cr_backend *be) { return be->activation_bytes == 2; }
+static int is_bf16(const cr_backend *be) { return cr_activation_bytes(be) == 2; }
 
 /* Launches the float or the bfloat16 instance of a template kernel; the
  * arguments name activations through A(ptr), which casts to the type. */
