@@ -46,9 +46,12 @@ cr_comm *cr_comm_none_create(void);
 
 /* MPI (builds with CRESNET_MPI): whether this process was started by an MPI
  * launcher (mpirun, srun), and the communicator over MPI_COMM_WORLD. Local
- * rank: the rank among the processes of this node. */
+ * rank: the rank among the processes of this node. With several ranks, a
+ * collective that waits longer than timeout_s (dist.timeout_s) for the
+ * others ends this rank with exit code 6 and a line saying so (a watchdog
+ * thread: a peer that hangs without dying would otherwise hang the job). */
 int cr_comm_mpi_launched(void);
-cr_comm *cr_comm_mpi_create(void);
+cr_comm *cr_comm_mpi_create(double timeout_s);
 
 /* NCCL (builds with CRESNET_NCCL, CRESNET_CUDA and CRESNET_MPI, which
  * defines CRESNET_HAVE_NCCL): buffers are the CUDA backend's device memory,
@@ -56,9 +59,10 @@ cr_comm *cr_comm_mpi_create(void);
  * carries NCCL's unique id from rank 0, the few host buffers, and the job's
  * abort; ranks are copied from it and destroy destroys it. Collectives are
  * ordered on the backend's stream; an NCCL failure or a stall (120 s at
- * start, 600 s in an operation) aborts every rank with exit code 6. */
+ * start; timeout_s in an operation, or without a new operation while work
+ * is queued) aborts the communicator and ends the rank with exit code 6. */
 struct cr_backend;
-cr_comm *cr_comm_nccl_create(struct cr_backend *cuda_backend, cr_comm *mpi);
+cr_comm *cr_comm_nccl_create(struct cr_backend *cuda_backend, cr_comm *mpi, double timeout_s);
 
 /* A host communicator (MPI) made to work on a backend's device memory
  * (src/comm/comm_staged.c): each operation copies through pinned host

@@ -79,6 +79,7 @@ typedef struct {
         cr_dist_backend backend;
         int sync_bn;
         float bucket_mb; /* > 0 */
+        float timeout_s; /* longest wait for the other ranks before giving up */
     } dist;
     struct {
         cr_device_type type;

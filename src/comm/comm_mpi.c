@@ -5,15 +5,19 @@
  * MPI's own text before the job is aborted with SPEC's exit code 6. A fatal
  * error anywhere (cr_fatal) aborts the whole job through the abort hook, so
  * no rank is left waiting in a collective. When mpirun loses a rank it
- * terminates the others with SIGTERM: they exit with code 6 and say so. */
+ * terminates the others with SIGTERM: they exit with code 6 and say so. A
+ * peer that hangs without dying is the watchdog's (watchdog.h): with several
+ * ranks it times every blocking call and aborts the job after timeout_s. */
 #define _POSIX_C_SOURCE 200809L
 #include "cresnet/comm.h"
 #include "cresnet/error.h"
+#include "watchdog.h"
 
 #include <mpi.h>
 #if __has_include(<mpi-ext.h>)
 #include <mpi-ext.h> /* Open MPI: MPIX_Query_cuda_support */
 #endif
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +26,11 @@
 
 typedef struct {
     MPI_Comm world, node;
+    cr_watchdog *watchdog; /* NULL for one rank */
+    /* MPI may be called from a thread other than main's (the watchdog's
+     * MPI_Abort) only if the library gave MPI_THREAD_MULTIPLE. */
+    int any_thread;
+    pthread_t main_thread;
 } mpi_context;
 
 #define CR_MPI(call)                                                                               \
@@ -42,12 +51,21 @@ static _Noreturn void mpi_fail(const char *call, int rc, const char *file, int l
 
 static mpi_context *ctx_of(cr_comm *comm) { return (mpi_context *)comm->context; }
 
+/* Every blocking call is watched: MPI itself waits for a hung peer forever. */
+#define WATCHED(comm, what, call)                                                                  \
+    do {                                                                                           \
+        cr_watchdog_waiting(ctx_of(comm)->watchdog, what);                                         \
+        CR_MPI(call);                                                                              \
+        cr_watchdog_done(ctx_of(comm)->watchdog);                                                  \
+    } while (0)
+
 static void mpi_allreduce_sum(cr_comm *comm, float *buf, size_t count) {
     /* MPI counts are int: large buffers go in pieces. */
     const size_t piece = (size_t)1 << 30;
     for (size_t off = 0; off < count; off += piece) {
         int n = (int)(count - off < piece ? count - off : piece);
-        CR_MPI(MPI_Allreduce(MPI_IN_PLACE, buf + off, n, MPI_FLOAT, MPI_SUM, ctx_of(comm)->world));
+        WATCHED(comm, "MPI all-reduce",
+                MPI_Allreduce(MPI_IN_PLACE, buf + off, n, MPI_FLOAT, MPI_SUM, ctx_of(comm)->world));
     }
 }
 
@@ -69,9 +87,8 @@ static cr_comm_request *mpi_allreduce_start(cr_comm *comm, float *buf, size_t co
 }
 
 static void mpi_wait(cr_comm *comm, cr_comm_request *r) {
-    (void)comm;
     if (!r) return;
-    CR_MPI(MPI_Wait(&r->request, MPI_STATUS_IGNORE));
+    WATCHED(comm, "MPI gradient all-reduce", MPI_Wait(&r->request, MPI_STATUS_IGNORE));
     free(r);
 }
 
@@ -79,29 +96,42 @@ static void mpi_broadcast(cr_comm *comm, void *buf, size_t bytes, int root) {
     const size_t piece = (size_t)1 << 30;
     for (size_t off = 0; off < bytes; off += piece) {
         int n = (int)(bytes - off < piece ? bytes - off : piece);
-        CR_MPI(MPI_Bcast((char *)buf + off, n, MPI_BYTE, root, ctx_of(comm)->world));
+        WATCHED(comm, "MPI broadcast",
+                MPI_Bcast((char *)buf + off, n, MPI_BYTE, root, ctx_of(comm)->world));
     }
 }
 
 static void mpi_allgather(cr_comm *comm, const void *send, void *recv, size_t bytes) {
     if (bytes > (size_t)1 << 30)
         cr_fatal(CR_EXIT_INTERNAL, "mpi", "all-gather of %zu bytes per rank is too large", bytes);
-    CR_MPI(
+    WATCHED(
+        comm, "MPI all-gather",
         MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, ctx_of(comm)->world));
 }
 
-static void mpi_barrier(cr_comm *comm) { CR_MPI(MPI_Barrier(ctx_of(comm)->world)); }
+static void mpi_barrier(cr_comm *comm) {
+    WATCHED(comm, "MPI barrier", MPI_Barrier(ctx_of(comm)->world));
+}
 
 static void mpi_abort(cr_comm *comm, int exit_code) {
-    (void)comm;
-    MPI_Abort(MPI_COMM_WORLD, exit_code);
-    _exit(exit_code); /* MPI_Abort does not return; this is for a broken MPI */
+    mpi_context *ctx = ctx_of(comm);
+    if (ctx->any_thread || pthread_equal(pthread_self(), ctx->main_thread))
+        MPI_Abort(MPI_COMM_WORLD, exit_code);
+    /* MPI_Abort does not return; this is for a broken MPI, or a watchdog
+     * that may not call MPI (the launcher then ends the others, as when a
+     * rank dies: mpirun does, srun only with --kill-on-bad-exit). */
+    _exit(exit_code);
 }
 
 static void mpi_destroy(cr_comm *comm) {
+    mpi_context *ctx = ctx_of(comm);
     cr_set_abort_hook(NULL, NULL);
-    MPI_Comm_free(&ctx_of(comm)->node);
+    MPI_Comm_free(&ctx->node);
+    /* Finalize waits for every rank too. */
+    cr_watchdog_waiting(ctx->watchdog, "MPI finalize");
     MPI_Finalize();
+    cr_watchdog_done(ctx->watchdog);
+    cr_watchdog_stop(ctx->watchdog);
     free(comm->context);
     free(comm);
 }
@@ -122,6 +152,9 @@ static const cr_comm_ops mpi_ops = {
 static void abort_job(int exit_code, void *context) {
     if (exit_code != CR_EXIT_OK) mpi_abort((cr_comm *)context, exit_code);
 }
+
+/* The watchdog's way to end the job. */
+static void abandon_job(void *context, int exit_code) { mpi_abort((cr_comm *)context, exit_code); }
 
 /* mpirun sends SIGTERM to the survivors when a rank dies. Only
  * async-signal-safe calls here. */
@@ -149,11 +182,15 @@ int cr_comm_mpi_launched(void) {
     return 0;
 }
 
-cr_comm *cr_comm_mpi_create(void) {
+cr_comm *cr_comm_mpi_create(double timeout_s) {
     int provided;
-    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    /* Only the main thread calls MPI (FUNNELED would do), except for the
+     * watchdog's MPI_Abort, for which MULTIPLE is asked. */
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
         cr_fatal(CR_EXIT_COMM, "mpi", "MPI_Init_thread failed");
     mpi_context *ctx = cr_calloc(1, sizeof *ctx, "communicator");
+    ctx->any_thread = provided == MPI_THREAD_MULTIPLE;
+    ctx->main_thread = pthread_self();
     ctx->world = MPI_COMM_WORLD;
     CR_MPI(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     cr_comm *comm = cr_calloc(1, sizeof *comm, "communicator");
@@ -170,5 +207,13 @@ cr_comm *cr_comm_mpi_create(void) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_terminate;
     sigaction(SIGTERM, &sa, NULL);
+    if (comm->world_size > 1) {
+        cr_watchdog_config watch = {.timeout_s = timeout_s,
+                                    .rank = comm->rank,
+                                    .exit_code = CR_EXIT_COMM,
+                                    .abandon = abandon_job,
+                                    .context = comm};
+        ctx->watchdog = cr_watchdog_start(&watch);
+    }
     return comm;
 }

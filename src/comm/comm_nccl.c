@@ -11,8 +11,7 @@
  * the ops that produce and consume their buffers with no host sync.
  * allreduce_start runs on a side stream that first waits for the compute
  * stream to reach the call, and returns an event recorded after the
- * all-reduce; wait makes the compute stream wait on it (and, to bound a
- * hang, the host too: see nccl_wait).
+ * all-reduce; wait makes the compute stream wait on it, the host does not.
  *
  * Failures. The communicator is non-blocking (config.blocking = 0): every
  * call may return ncclInProgress, and errors of operations in flight (a peer
@@ -20,12 +19,20 @@
  * kernels themselves may spin forever. So wherever the host waits for NCCL
  * it polls that state with a deadline; an NCCL failure or a timeout aborts
  * the communicator and the job with exit code 6, naming the rank (a failing
- * CUDA call exits 70, as in the backend). */
+ * CUDA call exits 70, as in the backend). The host also waits for NCCL where
+ * it cannot see it: a stream sync in the backend (after SyncBN, a tally)
+ * waits for a collective queued earlier. A watchdog thread (watchdog.h)
+ * covers those waits: from each collective queued until an event recorded
+ * after it has completed, the clock runs, and after dist.timeout_s the
+ * watchdog ends the job through MPI. It makes no NCCL call itself: NCCL
+ * allows one thread at a time on a communicator, and ncclCommAbort from
+ * another thread frees what this one may be using. */
 #define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include "cresnet/backend.h"
 #include "cresnet/clock.h"
 #include "cresnet/comm.h"
 #include "cresnet/error.h"
+#include "watchdog.h"
 
 #include <cuda_runtime_api.h>
 #include <nccl.h>
@@ -33,11 +40,11 @@
 #include <stdlib.h>
 #include <time.h>
 
-/* Every rank must reach create within INIT_TIMEOUT_S; an operation may
- * wait OP_TIMEOUT_S for the slowest rank, which can legitimately be late by
- * a checkpoint write or an evaluation pass. */
+/* Every rank must reach create within INIT_TIMEOUT_S (launchers start
+ * ranks within seconds of each other); an operation may wait the context's
+ * timeout_s (dist.timeout_s) for the slowest rank, which can legitimately be
+ * late by a checkpoint write or an evaluation pass. */
 #define INIT_TIMEOUT_S 120.0
-#define OP_TIMEOUT_S 600.0
 
 /* One all-reduce in flight. Requests are recycled through the context's
  * free list: a bucketed backward pass starts dozens per step. */
@@ -52,8 +59,12 @@ typedef struct {
     cudaStream_t compute; /* the backend's: every op of the model runs on it */
     cudaStream_t side;    /* the overlapped all-reduces of allreduce_start */
     cudaEvent_t mark;     /* a point on the compute stream, for the side stream or the host */
+    cudaEvent_t last;     /* recorded after the last collective queued, for the watchdog */
+    int device;           /* the backend's GPU, for the watchdog's thread */
     float *scratch;       /* one device float for the barrier's all-reduce */
     cr_comm_request *free_requests;
+    double timeout_s;      /* dist.timeout_s: the longest wait for the other ranks */
+    cr_watchdog *watchdog; /* NULL for one rank */
 } nccl_context;
 
 static nccl_context *ctx_of(cr_comm *comm) { return (nccl_context *)comm->context; }
@@ -125,7 +136,8 @@ static void nccl_check(cr_comm *comm, ncclResult_t rc, const char *call, double 
     }
 }
 
-#define NCCL_CHECK(comm, call) nccl_check((comm), (call), #call, OP_TIMEOUT_S, __FILE__, __LINE__)
+#define NCCL_CHECK(comm, call)                                                                     \
+    nccl_check((comm), (call), #call, ctx_of(comm)->timeout_s, __FILE__, __LINE__)
 
 #define CUDA_CHECK(comm, call)                                                                     \
     do {                                                                                           \
@@ -138,13 +150,14 @@ static void nccl_check(cr_comm *comm, ncclResult_t rc, const char *call, double 
  * is gone. */
 static void await_event(cr_comm *comm, cudaEvent_t event, const char *what, const char *file,
                         int line) {
-    double deadline = cr_now_seconds() + OP_TIMEOUT_S;
+    double timeout_s = ctx_of(comm)->timeout_s;
+    double deadline = cr_now_seconds() + timeout_s;
     for (;;) {
         cudaError_t err = cudaEventQuery(event);
         if (err == cudaSuccess) return;
         if (err != cudaErrorNotReady) cuda_fail(comm, "cudaEventQuery", err, file, line);
         async_state(comm, file, line);
-        if (cr_now_seconds() > deadline) timed_out(comm, what, OP_TIMEOUT_S, file, line);
+        if (cr_now_seconds() > deadline) timed_out(comm, what, timeout_s, file, line);
         nap();
     }
 }
@@ -154,6 +167,17 @@ static void await_compute(cr_comm *comm, const char *what, const char *file, int
     nccl_context *ctx = ctx_of(comm);
     CUDA_CHECK(comm, cudaEventRecord(ctx->mark, ctx->compute));
     await_event(comm, ctx->mark, what, file, line);
+}
+
+/* A collective is queued on `stream`: the watchdog's clock restarts and
+ * runs until `last` shows it complete (a communicator's collectives
+ * complete in order). The record comes first: the watchdog must not see the
+ * new wait with the previous record. */
+static void queued(cr_comm *comm, cudaStream_t stream, const char *what) {
+    nccl_context *ctx = ctx_of(comm);
+    if (!ctx->watchdog) return;
+    CUDA_CHECK(comm, cudaEventRecord(ctx->last, stream));
+    cr_watchdog_waiting(ctx->watchdog, what);
 }
 
 /* NCCL moves device memory only; the trainer also shares a few host values
@@ -170,6 +194,7 @@ static void nccl_allreduce_sum(cr_comm *comm, float *buf, size_t count) {
     nccl_context *ctx = ctx_of(comm);
     /* On the compute stream: SyncBN's sums are made and used there. */
     NCCL_CHECK(comm, ncclAllReduce(buf, buf, count, ncclFloat, ncclSum, ctx->nccl, ctx->compute));
+    queued(comm, ctx->compute, "NCCL all-reduce");
 }
 
 static cr_comm_request *take_request(cr_comm *comm) {
@@ -193,6 +218,7 @@ static cr_comm_request *nccl_allreduce_start(cr_comm *comm, float *buf, size_t c
     CUDA_CHECK(comm, cudaStreamWaitEvent(ctx->side, ctx->mark, 0));
     NCCL_CHECK(comm, ncclAllReduce(buf, buf, count, ncclFloat, ncclSum, ctx->nccl, ctx->side));
     CUDA_CHECK(comm, cudaEventRecord(r->done, ctx->side));
+    queued(comm, ctx->side, "NCCL gradient all-reduce");
     return r;
 }
 
@@ -200,13 +226,11 @@ static void nccl_wait(cr_comm *comm, cr_comm_request *r) {
     nccl_context *ctx = ctx_of(comm);
     if (!r) return;
     /* The device order is what makes the sums safe to read: later ops on the
-     * compute stream start after the all-reduce. */
+     * compute stream start after the all-reduce. The host does not wait: a
+     * peer lost meanwhile is the watchdog's to catch. The event may be
+     * recorded again once the request is reused; the wait already queued
+     * keeps this record. */
     CUDA_CHECK(comm, cudaStreamWaitEvent(ctx->compute, r->done, 0));
-    /* The host also waits, once per step, so that a lost peer or a stalled
-     * network ends in a timeout here rather than in a hang inside the
-     * backend's next stream sync, which cannot see NCCL's errors. It costs
-     * little: the step's next upload syncs the stream anyway. */
-    await_event(comm, r->done, "all-reduce", __FILE__, __LINE__);
     r->next = ctx->free_requests;
     ctx->free_requests = r;
 }
@@ -218,6 +242,7 @@ static void nccl_broadcast(cr_comm *comm, void *buf, size_t bytes, int root) {
         return;
     }
     NCCL_CHECK(comm, ncclBroadcast(buf, buf, bytes, ncclUint8, root, ctx->nccl, ctx->compute));
+    queued(comm, ctx->compute, "NCCL broadcast");
 }
 
 static void nccl_allgather(cr_comm *comm, const void *send, void *recv, size_t bytes) {
@@ -230,6 +255,7 @@ static void nccl_allgather(cr_comm *comm, const void *send, void *recv, size_t b
         return;
     }
     NCCL_CHECK(comm, ncclAllGather(send, recv, bytes, ncclUint8, ctx->nccl, ctx->compute));
+    queued(comm, ctx->compute, "NCCL all-gather");
 }
 
 /* Every rank has reached the barrier once the all-reduce of one float has
@@ -238,6 +264,7 @@ static void nccl_barrier(cr_comm *comm) {
     nccl_context *ctx = ctx_of(comm);
     NCCL_CHECK(comm, ncclAllReduce(ctx->scratch, ctx->scratch, 1, ncclFloat, ncclSum, ctx->nccl,
                                    ctx->compute));
+    queued(comm, ctx->compute, "NCCL barrier");
     await_compute(comm, "barrier", __FILE__, __LINE__);
 }
 
@@ -246,6 +273,9 @@ static void nccl_barrier(cr_comm *comm) {
 static void nccl_abort(cr_comm *comm, int exit_code) {
     nccl_context *ctx = ctx_of(comm);
     cr_set_abort_hook(NULL, NULL);
+    /* Joined first: it may be ending the job itself, which wins. */
+    cr_watchdog_stop(ctx->watchdog);
+    ctx->watchdog = NULL;
     if (ctx->nccl) {
         ncclComm_t nccl = ctx->nccl;
         ctx->nccl = NULL;
@@ -260,6 +290,11 @@ static void nccl_destroy(cr_comm *comm) {
      * get there; destroy then frees the local rest without blocking. */
     await_compute(comm, "work before destroy", __FILE__, __LINE__);
     NCCL_CHECK(comm, ncclCommFinalize(ctx->nccl));
+    if (ctx->watchdog) {
+        cr_watchdog_stop(ctx->watchdog);
+        ctx->watchdog = NULL;
+        CUDA_CHECK(comm, cudaEventDestroy(ctx->last));
+    }
     ncclComm_t nccl = ctx->nccl;
     ctx->nccl = NULL; /* no polling, and no abort, of a handle being freed */
     ncclResult_t rc = ncclCommDestroy(nccl);
@@ -296,6 +331,34 @@ static void abort_job(int exit_code, void *context) {
     if (exit_code != CR_EXIT_OK) nccl_abort((cr_comm *)context, exit_code);
 }
 
+/* From the watchdog's thread: CUDA calls are safe there, NCCL's are not. */
+static int collectives_complete(void *context) {
+    nccl_context *ctx = context;
+    if (cudaSetDevice(ctx->device) != cudaSuccess) return 0;
+    return cudaEventQuery(ctx->last) == cudaSuccess;
+}
+
+/* The job ends through MPI, whose abort the watchdog's thread may call
+ * (else the rank just exits and leaves the rest to the launcher). The
+ * driver stops this process's NCCL kernels when it exits. */
+static void abandon_job(void *context, int exit_code) {
+    nccl_context *ctx = context;
+    ctx->mpi->ops->abort(ctx->mpi, exit_code);
+}
+
+static void start_watchdog(cr_comm *comm) {
+    nccl_context *ctx = ctx_of(comm);
+    CUDA_CHECK(comm, cudaGetDevice(&ctx->device));
+    CUDA_CHECK(comm, cudaEventCreateWithFlags(&ctx->last, cudaEventDisableTiming));
+    cr_watchdog_config watch = {.timeout_s = ctx->timeout_s,
+                                .rank = comm->rank,
+                                .exit_code = CR_EXIT_COMM,
+                                .settled = collectives_complete,
+                                .abandon = abandon_job,
+                                .context = ctx};
+    ctx->watchdog = cr_watchdog_start(&watch);
+}
+
 /* Rank 0's id reaches the others over MPI, the one synchronisation before
  * NCCL's own; init is non-blocking so that a rank that never arrives ends
  * in a timeout instead of a hang. */
@@ -311,9 +374,10 @@ static void connect_ranks(cr_comm *comm) {
                __LINE__);
 }
 
-cr_comm *cr_comm_nccl_create(cr_backend *cuda_backend, cr_comm *mpi) {
+cr_comm *cr_comm_nccl_create(cr_backend *cuda_backend, cr_comm *mpi, double timeout_s) {
     nccl_context *ctx = cr_calloc(1, sizeof *ctx, "nccl communicator");
     ctx->mpi = mpi;
+    ctx->timeout_s = timeout_s;
     ctx->compute = (cudaStream_t)cr_backend_cuda_stream(cuda_backend);
     cr_comm *comm = cr_calloc(1, sizeof *comm, "nccl communicator");
     comm->ops = &nccl_ops;
@@ -329,5 +393,6 @@ cr_comm *cr_comm_nccl_create(cr_backend *cuda_backend, cr_comm *mpi) {
     CUDA_CHECK(comm, cudaEventCreateWithFlags(&ctx->mark, cudaEventDisableTiming));
     CUDA_CHECK(comm, cudaMalloc((void **)&ctx->scratch, sizeof(float)));
     connect_ranks(comm);
+    if (comm->world_size > 1) start_watchdog(comm);
     return comm;
 }

@@ -140,6 +140,7 @@ static const key_spec keys[] = {
     ENUM("dist.backend", dist.backend, dist_names),
     BOOL("dist.sync_bn", dist.sync_bn),
     FLOAT_ABOVE("dist.bucket_mb", dist.bucket_mb, 0, 65536),
+    FLOAT_ABOVE("dist.timeout_s", dist.timeout_s, 0, 604800),
 
     ENUM("device.type", device.type, device_names),
     BOOL("device.debug", device.debug),
@@ -219,6 +220,7 @@ void cr_config_defaults(cr_config *cfg) {
     cfg->dist.backend = CR_DIST_AUTO;
     cfg->dist.sync_bn = 1;
     cfg->dist.bucket_mb = 25.0f;
+    cfg->dist.timeout_s = 600.0f;
 
     cfg->device.type = CR_DEVICE_AUTO;
 
@@ -990,8 +992,8 @@ void cr_config_write(const cr_config *cfg, FILE *out) {
  * log.dir, resume: auto) and still be the same run. */
 static int is_run_only(const char *path) {
     static const char *const prefixes[] = {
-        "log.",           "checkpoint.",  "data.dir",      "data.num_threads",
-        "data.on_device", "device.debug", "device.graphs", "device.autotune"};
+        "log.",         "checkpoint.",   "data.dir",        "data.num_threads", "data.on_device",
+        "device.debug", "device.graphs", "device.autotune", "dist.timeout_s"};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
         if (strncmp(path, prefixes[i], strlen(prefixes[i])) == 0) return 1;
     return 0;

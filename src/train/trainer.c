@@ -142,7 +142,7 @@ static cr_comm *comm_for(const cr_config *cfg) {
 #ifdef CRESNET_HAVE_MPI
     if (want == CR_DIST_MPI || want == CR_DIST_NCCL ||
         (want == CR_DIST_AUTO && cr_comm_mpi_launched()))
-        return cr_comm_mpi_create();
+        return cr_comm_mpi_create(cfg->dist.timeout_s);
 #else
     /* nccl without MPI: one process, NCCL over the single-process comm. */
     if (want == CR_DIST_MPI)
@@ -161,7 +161,8 @@ static cr_comm *gpu_comm_for(const cr_config *cfg, cr_backend *be, cr_comm *comm
         cr_fatal(CR_EXIT_USAGE, "dist.backend", "nccl needs the CUDA backend (device.type cuda)");
     if (!be->ops->device_memory || (!several && want != CR_DIST_NCCL)) return comm;
 #ifdef CRESNET_HAVE_NCCL
-    if (want == CR_DIST_NCCL || want == CR_DIST_AUTO) return cr_comm_nccl_create(be, comm);
+    if (want == CR_DIST_NCCL || want == CR_DIST_AUTO)
+        return cr_comm_nccl_create(be, comm, cfg->dist.timeout_s);
 #else
     if (want == CR_DIST_NCCL)
         cr_fatal(CR_EXIT_USAGE, "dist.backend",

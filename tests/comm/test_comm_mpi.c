@@ -60,7 +60,7 @@ static void exercise(cr_comm *comm, const char *what) {
 
 int main(void) {
     CHECK(cr_comm_mpi_launched(), "started by an MPI launcher");
-    cr_comm *mpi = cr_comm_mpi_create();
+    cr_comm *mpi = cr_comm_mpi_create(600);
     exercise(mpi, "mpi");
     cr_backend *cpu = cr_backend_cpu_create(1, CR_MATH_FP32);
     cr_comm *staged = cr_comm_device_create(cpu, mpi, 0);

@@ -154,7 +154,7 @@ int main(void) {
         return 0;
     }
 #ifdef CRESNET_HAVE_MPI
-    cr_comm *mpi = cr_comm_mpi_create();
+    cr_comm *mpi = cr_comm_mpi_create(600);
 #else
     cr_comm *mpi = cr_comm_none_create();
 #endif
@@ -167,7 +167,7 @@ int main(void) {
     }
     int rank = mpi->rank, world = mpi->world_size, local = mpi->local_rank;
     setup s = {.be = cr_backend_cuda_create(local, &(cr_cuda_options){.math = CR_MATH_FP32})};
-    s.comm = cr_comm_nccl_create(s.be, mpi);
+    s.comm = cr_comm_nccl_create(s.be, mpi, 600);
     CHECK(strcmp(s.comm->ops->name, "nccl") == 0, "name %s", s.comm->ops->name);
     CHECK(s.comm->rank == rank && s.comm->world_size == world && s.comm->local_rank == local,
           "ranks copied from MPI: %d/%d/%d", s.comm->rank, s.comm->world_size, s.comm->local_rank);

@@ -7,7 +7,12 @@
 #     trajectory;
 #  3. a global batch that does not divide among the ranks is exit 2;
 #  4. a rank killed with SIGKILL ends the job: the others exit with code 6
-#     and a message, mpirun names the lost rank, within 60 s.
+#     and a message, mpirun names the lost rank, within 60 s;
+#  5. a rank that hangs without dying (SIGSTOP) ends the job too: the other
+#     rank's watchdog gives up after dist.timeout_s with exit code 6 and a
+#     line saying which wait made no progress, and no process is left;
+#  6. and a healthy run with a timeout shorter than the run itself (through
+#     evaluation, checkpoints and the end) is left alone.
 # usage: test_mpi_train.sh CRESNET REPO_ROOT DATA_DIR
 set -u
 cresnet=$1 root=$2 data=$3
@@ -24,6 +29,19 @@ run() {
     "$cresnet" train -c "$root/configs/resnet_small.yaml" -o data.dir="$data" \
     -o data.train_limit=1280 -o train.batch_size=64 -o log.every_steps=1 -o log.progress=off \
     -o log.dir="$dir" "$@"
+}
+
+# rank_pid_once_stepping DIR RANK: the process of that rank in the run
+# writing to DIR, once that run has logged a step (up to 60 s).
+rank_pid_once_stepping() {
+  local pid
+  for _ in $(seq 120); do
+    grep -q '"step"' "$1/metrics.jsonl" 2>/dev/null && break
+    sleep 0.5
+  done
+  for pid in $(pgrep -f "log.dir=$1"); do
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && echo "$pid"
+  done
 }
 
 # losses_agree A B FIRST LAST: step losses of two runs within 1e-5 relative.
@@ -76,14 +94,7 @@ err=$(run 3 "$work/odd" -o train.epochs=1 2>&1 >/dev/null); rc=$?
 # 4. A lost rank.
 run 4 "$work/kill" -o train.epochs=50 -o checkpoint.resume=none >"$work/kill.out" 2>"$work/kill.err" &
 job=$!
-for _ in $(seq 120); do
-  grep -q '"step"' "$work/kill/metrics.jsonl" 2>/dev/null && break
-  sleep 0.5
-done
-victim=""
-for pid in $(pgrep -f "log.dir=$work/kill"); do
-  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=2" && victim=$pid
-done
+victim=$(rank_pid_once_stepping "$work/kill" 2)
 [ -n "$victim" ] && kill -9 "$victim"
 start=$(date +%s)
 wait "$job"
@@ -93,5 +104,28 @@ echo "lost rank: job ended after ${took}s, $survivors survivors reported"
 [ -n "$victim" ] && [ "$took" -le 60 ] && [ "$survivors" -eq 3 ] \
   && grep -q "process rank 2 .*exited on signal 9" "$work/kill.err" && ok \
   || { fail "lost rank handling"; cat "$work/kill.err"; }
+
+# 5. A hung rank: stopped, not dead, so the launcher sees nothing wrong.
+run 2 "$work/hang" -o train.epochs=50 -o checkpoint.resume=none -o dist.timeout_s=10 \
+  >"$work/hang.out" 2>"$work/hang.err" &
+job=$!
+victim=$(rank_pid_once_stepping "$work/hang" 1)
+[ -n "$victim" ] && kill -STOP "$victim"
+start=$(date +%s)
+wait "$job"
+rc=$?
+took=$(( $(date +%s) - start ))
+left=$(pgrep -f "log.dir=$work/hang")
+[ -n "$left" ] && { kill -CONT $left; kill -9 $left; } 2>/dev/null
+echo "hung rank: job ended after ${took}s with exit $rc"
+[ -n "$victim" ] && [ $rc -eq 6 ] && [ "$took" -ge 10 ] && [ "$took" -le 50 ] && [ -z "$left" ] \
+  && grep -qE "^cresnet: error: rank 0: MPI [a-z -]+ made no progress for [0-9]+ s \(dist.timeout_s 10\)" \
+       "$work/hang.err" && ok \
+  || { fail "hung rank handling (victim '$victim', left '$left')"; cat "$work/hang.err"; }
+
+# 6. No false alarm: 3 epochs of about 1.5 s each, ranks waiting at most a
+# fraction of a second at a time.
+run 2 "$work/healthy" -o train.epochs=3 -o checkpoint.resume=none -o dist.timeout_s=3 \
+  >"$work/healthy.log" 2>&1 && ok || { fail "a healthy run with dist.timeout_s 3 failed"; tail -5 "$work/healthy.log"; }
 
 finish

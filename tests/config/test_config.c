@@ -57,7 +57,9 @@ static void test_defaults(void) {
     CHECK(c.schedule.step_size_down == 0 && c.schedule.mode == CR_CYCLIC_TRIANGULAR, "schedule");
     CHECK(c.schedule.gamma == 1.0f && c.schedule.cycle_momentum == 1, "schedule");
     CHECK(c.schedule.base_momentum == 0.8f && c.schedule.max_momentum == 0.9f, "momentum");
-    CHECK(c.dist.backend == CR_DIST_AUTO && c.dist.sync_bn && c.dist.bucket_mb == 25.0f, "dist");
+    CHECK(c.dist.backend == CR_DIST_AUTO && c.dist.sync_bn && c.dist.bucket_mb == 25.0f &&
+              c.dist.timeout_s == 600.0f,
+          "dist");
     CHECK(c.device.type == CR_DEVICE_AUTO && !c.device.debug, "device");
     CHECK(c.checkpoint.dir[0] == '\0' && c.checkpoint.every_epochs == 1, "checkpoint");
     CHECK(c.checkpoint.keep == 3 && c.checkpoint.resume == CR_RESUME_AUTO, "checkpoint");
@@ -237,6 +239,7 @@ static void unusual_config(cr_config *c) {
     c->dist.backend = CR_DIST_NCCL;
     c->dist.sync_bn = 0;
     c->dist.bucket_mb = 0.5f;
+    c->dist.timeout_s = 30.5f;
     c->device.type = CR_DEVICE_CUDA;
     c->device.debug = 1;
     strcpy(c->checkpoint.dir, "");
