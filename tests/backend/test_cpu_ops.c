@@ -341,6 +341,10 @@ int main(void) {
         test_bn(be, 50, 16, 1, 1, training);
         test_bn(be, 37, 5, 0, 0, training);
         test_bn(be, 300, 32, 1, 0, training);
+        /* Blocks of rows: several chunks ending in a partial block (24 does
+         * not divide a block's 1024 values), and rows wider than a block. */
+        test_bn(be, 2000, 24, 1, 1, training);
+        test_bn(be, 40, 1500, 0, 1, training);
     }
     test_running_stats(be);
     test_avgpool(be);

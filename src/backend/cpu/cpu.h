@@ -15,30 +15,33 @@ typedef struct {
 static inline cpu_context *cpu_ctx(cr_backend *be) { return (cpu_context *)be->context; }
 
 /* Activations are floats, or bfloat16 in a backend made for bf16. The
- * kernels work on float rows: a bf16 row is widened into a buffer on the
- * way in and narrowed on the way out, so the float path keeps its plain,
- * vectorised loops and both paths do the same float arithmetic. */
+ * kernels work on float values: a bf16 run of rows is widened into a buffer
+ * on the way in and narrowed on the way out, so the float path keeps its
+ * plain, vectorised loops and both paths do the same float arithmetic. */
 static inline int cpu_bf16(const cr_backend *be) { return cr_activation_bytes(be) == 2; }
 
-/* Row r (C values) of an activation tensor as floats: the row itself, or
- * widened into buf. */
-static inline const float *act_row(const void *p, long r, int C, int bf16, float *buf) {
-    if (!bf16) return (const float *)p + r * C;
-    const cr_bf16 *h = (const cr_bf16 *)p + r * C;
-    for (int c = 0; c < C; c++) buf[c] = cr_bf16_to_float(h[c]);
+/* Rows [first, first + count) of an NHWC tensor with C channels are
+ * count * C contiguous values: as floats, the rows themselves, or widened
+ * into buf. */
+static inline const float *act_rows(const void *p, long first, long count, int C, int bf16,
+                                    float *buf) {
+    if (!bf16) return (const float *)p + first * C;
+    const cr_bf16 *h = (const cr_bf16 *)p + first * C;
+    for (long i = 0; i < count * C; i++) buf[i] = cr_bf16_to_float(h[i]);
     return buf;
 }
 
-/* Where to compute row r of an output: the row itself, or buf, which
- * act_row_store then narrows into it. */
-static inline float *act_out_row(void *p, long r, int C, int bf16, float *buf) {
-    return bf16 ? buf : (float *)p + r * C;
+/* Where to compute those rows of an output: the rows themselves, or buf,
+ * which act_rows_store then narrows into them. */
+static inline float *act_out_rows(void *p, long first, int C, int bf16, float *buf) {
+    return bf16 ? buf : (float *)p + first * C;
 }
 
-static inline void act_row_store(void *p, long r, int C, int bf16, const float *buf) {
+static inline void act_rows_store(void *p, long first, long count, int C, int bf16,
+                                  const float *buf) {
     if (!bf16) return;
-    cr_bf16 *h = (cr_bf16 *)p + r * C;
-    for (int c = 0; c < C; c++) h[c] = cr_bf16_from_float(buf[c]);
+    cr_bf16 *h = (cr_bf16 *)p + first * C;
+    for (long i = 0; i < count * C; i++) h[i] = cr_bf16_from_float(buf[i]);
 }
 
 /* One value, for the small ops. */
