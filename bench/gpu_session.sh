@@ -424,7 +424,20 @@ mode_compare() {
     for m in small medium large; do bench_cresnet "$m" "${steps[$m]}" $((steps[$m] / 10)) "$p"; done
     for m in small medium large; do bench_torch "$m" "${steps[$m]}" 20 "$p" 100; done
     table
+    [ "$p" = bf16 ] && layer_times large bf16
   done
+}
+
+# Where a step's time goes, layer by layer (device.debug: synchronous, and
+# deterministic engines only, so slower than the benchmark, but it shows the
+# heavy layers and whether BatchNorm or the convolutions dominate).
+layer_times() { # MODEL PRECISION
+  local log=$logs/layers_$2_$1.log
+  stage "per-layer time $2 $1" 60 "$log" "$build/cresnet" train -c configs/debug.yaml \
+    -o model.arch="$1" -o train.precision="$2" -o data.train_limit=1280 -o device.type=cuda \
+    -o data.dir="$quick" -o log.dir="$runs/layers-$2-$1" -o log.tensorboard=false
+  sed -n '/device.debug: time per layer/,/^  loss /p' "$log" |
+    { IFS= read -r head && echo "$head (the 12 heaviest)" && sort -t'(' -k2 -rn | head -12; }
 }
 
 mode_bench() {
