@@ -322,6 +322,7 @@ field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" | tail -1; }
 # Keyed "PRECISION MODEL": images/s and device MiB of each side; GFLOP per
 # image by model (the same for every precision).
 declare -A ours theirs ours_mib theirs_mib gflop
+table_notes=() # lines printed under the table
 
 bench_cresnet() { # MODEL STEPS WARMUP PRECISION
   local log=$logs/bench_$4_$1.log v
@@ -394,6 +395,8 @@ table() {
       done
     done
     note ""
+    local line
+    for line in "${table_notes[@]}"; do note "$line"; note ""; done
     note "Goals (CUDA issue, bf16 against PyTorch's bf16 autocast): large >= 1.3x, small >= 3x."
   } >"$OUT/table.md"
 }
@@ -424,8 +427,24 @@ mode_compare() {
     for m in small medium large; do bench_cresnet "$m" "${steps[$m]}" $((steps[$m] / 10)) "$p"; done
     for m in small medium large; do bench_torch "$m" "${steps[$m]}" 20 "$p" 100; done
     table
-    [ "$p" = bf16 ] && layer_times large bf16
+    if [ "$p" = bf16 ]; then
+      layer_times large bf16
+      scalar_bn large bf16 "${steps[large]}"
+    fi
   done
+}
+
+# The BatchNorm kernels on 16-byte vectors against the scalar ones they
+# replaced (CRESNET_CUDA_BN=scalar), on the same model: what they bought.
+scalar_bn() { # MODEL PRECISION STEPS
+  local log=$logs/bench_$2_$1_scalar_bn.log
+  stage "cresnet bench $2 $1, scalar BN" 90 "$log" env CRESNET_CUDA_BN=scalar "$build/cresnet" \
+    bench -c "configs/resnet_$1.yaml" --steps "$3" --warmup $(($3 / 10)) -o device.type=cuda \
+    -o data.dir="$quick" -o train.precision="$2" -o log.dir="$runs/bench-$2-$1-scalar-bn" \
+    -o log.progress=lines
+  table_notes+=("BatchNorm kernels, $1 $2: 16-byte vectors ${ours["$2 $1"]:-?} images/s, scalar $(sed -n 's/^bench: .*: \([0-9.]*\) images\/s total.*/\1/p' "$log") images/s (CRESNET_CUDA_BN=scalar).")
+  note "${table_notes[-1]}"
+  table
 }
 
 # Where a step's time goes, layer by layer (device.debug: synchronous, and

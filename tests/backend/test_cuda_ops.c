@@ -250,7 +250,8 @@ static void test_conv(const backends *b, cr_conv_shape s, int misaligned) {
 typedef struct {
     long rows;
     int C, relu, with_residual, training;
-    float offset; /* added to x: its mean */
+    float offset;     /* added to x: its mean */
+    int misaligned_y; /* y one element into its buffer: no 16-byte vector loads */
 } bn_params;
 
 static void test_bn(const backends *b, bn_params p) {
@@ -259,8 +260,9 @@ static void test_bn(const backends *b, bn_params p) {
     const int C = p.C;
     const size_t n = (size_t)rows * C;
     char what[128], part[192];
-    snprintf(what, sizeof what, "%sbn rows=%ld C=%d relu=%d residual=%d training=%d mean=%g",
-             b->label, rows, C, p.relu, p.with_residual, p.training, p.offset);
+    snprintf(what, sizeof what, "%sbn rows=%ld C=%d relu=%d residual=%d training=%d mean=%g%s",
+             b->label, rows, C, p.relu, p.with_residual, p.training, p.offset,
+             p.misaligned_y ? " misaligned y" : "");
 
     float *x = random_floats(n, 2.0f, 10);
     /* A mean far from 0 tests the shift forward and the centring backward. */
@@ -324,7 +326,8 @@ static void test_bn(const backends *b, bn_params p) {
     cr_bn_view view = {rows, C, stats, stats + C, gamma, beta};
     cr_bn_view d_view = {rows, C, d_stats, d_stats + C, d_gamma, d_beta};
     float *y = floats(n);
-    void *d_y = garbage_activations(gpu, n);
+    void *d_y_base = garbage_activations(gpu, n + 1);
+    void *d_y = (char *)d_y_base + (p.misaligned_y ? (holds_bf16(gpu) ? 2 : 4) : 0);
     cpu->ops->bn_apply(cpu, &view, x, residual, p.relu, y);
     gpu->ops->bn_apply(gpu, &d_view, d_x, d_res, p.relu, d_y);
     snprintf(part, sizeof part, "%s: bn_apply", what);
@@ -360,8 +363,8 @@ static void test_bn(const backends *b, bn_params p) {
         gpu->ops->free(gpu, d_dx);
         gpu->ops->free(gpu, d_dres);
     }
-    void *device[] = {d_x,    d_res,   d_gamma, d_beta, d_rm,   d_rv,
-                      d_sums, d_stats, d_y,     d_dy_a, d_dy_b, d_grads};
+    void *device[] = {d_x,    d_res,   d_gamma,  d_beta, d_rm,   d_rv,
+                      d_sums, d_stats, d_y_base, d_dy_a, d_dy_b, d_grads};
     for (size_t i = 0; i < sizeof device / sizeof device[0]; i++)
         if (device[i]) gpu->ops->free(gpu, device[i]);
     free(x), free(residual), free(gamma), free(beta), free(rm), free(rv), free(dy_a), free(dy_b);
@@ -760,10 +763,29 @@ int main(void) {
     test_conv(&b, shapes[1], 1);
     test_conv(&b, shapes[2], 1);
     const bn_params bn_cases[] = {
-        {50, 16, 1, 1, 1, 3.0f},   {37, 5, 0, 0, 1, 3.0f},      {300, 32, 1, 0, 1, 3.0f},
-        {5000, 64, 1, 1, 1, 3.0f}, {2048, 48, 0, 1, 1, 3.0f},   {50, 16, 1, 1, 0, 3.0f},
-        {37, 5, 0, 0, 0, 3.0f},    {300, 32, 1, 0, 0, 3.0f},    {5000, 64, 1, 1, 0, 3.0f},
-        {3, 7, 1, 1, 1, 3.0f},     {2048, 32, 0, 0, 1, 300.0f}, {2048, 32, 1, 1, 1, 300.0f},
+        {50, 16, 1, 1, 1, 3.0f, 0},
+        {37, 5, 0, 0, 1, 3.0f, 0},
+        {300, 32, 1, 0, 1, 3.0f, 0},
+        {5000, 64, 1, 1, 1, 3.0f, 0},
+        {2048, 48, 0, 1, 1, 3.0f, 0},
+        {50, 16, 1, 1, 0, 3.0f, 0},
+        {37, 5, 0, 0, 0, 3.0f, 0},
+        {300, 32, 1, 0, 0, 3.0f, 0},
+        {5000, 64, 1, 1, 0, 3.0f, 0},
+        {3, 7, 1, 1, 1, 3.0f, 0},
+        {2048, 32, 0, 0, 1, 300.0f, 0},
+        {2048, 32, 1, 1, 1, 300.0f, 0},
+        /* The 16-byte kernels at their edges: one vector a row (C 4 in
+         * fp32, 8 in bf16), one row lane a block (1024 fp32, 2048 bf16),
+         * chunks of fewer than 256 rows (C 512 and up), too many vectors a
+         * row for a block (2048 fp32: the scalar kernels), and a tensor
+         * they must leave to the scalar kernels (misaligned). */
+        {100, 4, 1, 1, 1, 3.0f, 0},
+        {100, 8, 1, 1, 1, 3.0f, 0},
+        {256, 512, 1, 1, 1, 3.0f, 0},
+        {300, 1024, 0, 1, 1, 3.0f, 0},
+        {40, 2048, 1, 0, 1, 3.0f, 0},
+        {2048, 64, 1, 1, 1, 3.0f, 1},
     };
     for (size_t i = 0; i < sizeof bn_cases / sizeof bn_cases[0]; i++) test_bn(&b, bn_cases[i]);
     test_running_stats(&b);

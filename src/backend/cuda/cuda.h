@@ -33,6 +33,7 @@ typedef struct {
     cr_math math;        /* TF32: tensor-core engines and GEMMs allowed; BF16: bf16 convolutions */
     int autotune;        /* time engines when making a convolution plan */
     int deterministic;   /* deterministic cuDNN engines only */
+    int bn_scalar;       /* CRESNET_CUDA_BN=scalar: BatchNorm without 16-byte vectors */
     cudaStream_t stream; /* every op of the backend runs on it, in order */
     cudnnHandle_t cudnn;
     cublasHandle_t cublas;

@@ -17,6 +17,7 @@
 #include <nvtx3/nvToolsExt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* ---- failures ---- */
 
@@ -335,6 +336,8 @@ cr_backend *cr_backend_cuda_create(int device, const cr_cuda_options *options) {
     ctx->math = math;
     ctx->autotune = options->autotune;
     ctx->deterministic = options->deterministic;
+    const char *bn = getenv("CRESNET_CUDA_BN"); /* a diagnostic: compare the BN kernels */
+    ctx->bn_scalar = bn && strcmp(bn, "scalar") == 0;
     CR_CUDA(cudaFree(NULL)); /* the context exists before the baseline */
     ctx->used_at_start = device_bytes_in_use();
     /* Non-blocking: the stream never waits on the legacy default stream

@@ -23,6 +23,7 @@
 #include "cuda.h"
 
 #include <math.h>
+#include <stdint.h>
 
 /* Launches a kernel on a stream and checks the launch; an error inside the
  * kernel surfaces at the next synchronising call (copy_to_host, synchronize). */
@@ -225,6 +226,225 @@ __global__ void bn_backward_apply_kernel(cr_bn_view bn, const T *x, const T *y, 
     }
 }
 
+/* ---- BatchNorm on 16-byte vectors ----
+ *
+ * The passes above move every activation byte once or twice a step with
+ * one 2- or 4-byte load per thread and row, too few bytes in flight to keep
+ * the memory busy. These variants give each thread 16 bytes of a row at a
+ * time (VEC values: 8 bf16 or 4 floats) and always the same channels, so
+ * its per-channel constants stay in registers: thread t of a block takes
+ * vector t % G of a row (G = C / VEC vectors per row) in row lanes of
+ * VEC_THREADS / G. They need C a multiple of VEC, G a divisor of
+ * VEC_THREADS, and 16-byte aligned tensors (vec_fits); other shapes take the
+ * kernels above. Same formulas; the sums keep fixed chunks of rows
+ * (vec_chunk_rows) and a fixed order, so they stay deterministic. */
+
+constexpr int VEC_THREADS = 256;  /* threads per block */
+constexpr int VEC_PER_THREAD = 4; /* vectors per thread in the elementwise passes */
+
+template <typename T> struct vec_len { static constexpr int value = 16 / (int)sizeof(T); };
+
+__device__ void load_vec(const float *p, long i, float *v) {
+    const float4 u = *reinterpret_cast<const float4 *>(p + i);
+    v[0] = u.x, v[1] = u.y, v[2] = u.z, v[3] = u.w;
+}
+
+/* Eight bf16 in four 32-bit words, the lower-addressed value in the low
+ * half (little-endian, as cr_bf16 arrays are laid out). */
+__device__ void load_vec(const cr_bf16 *p, long i, float *v) {
+    const uint4 u = *reinterpret_cast<const uint4 *>(p + i);
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+    for (int k = 0; k < 4; k++) {
+        v[2 * k] = cr_bf16_to_float((cr_bf16)(w[k] & 0xffffu));
+        v[2 * k + 1] = cr_bf16_to_float((cr_bf16)(w[k] >> 16));
+    }
+}
+
+__device__ void store_vec(float *p, long i, const float *v) {
+    *reinterpret_cast<float4 *>(p + i) = make_float4(v[0], v[1], v[2], v[3]);
+}
+
+__device__ void store_vec(cr_bf16 *p, long i, const float *v) {
+    unsigned w[4];
+    for (int k = 0; k < 4; k++)
+        w[k] = (unsigned)cr_bf16_from_float(v[2 * k]) |
+               ((unsigned)cr_bf16_from_float(v[2 * k + 1]) << 16);
+    *reinterpret_cast<uint4 *>(p + i) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+/* This thread's place: its first channel and row lane, and the lanes. */
+struct vec_place {
+    int c0, lane, lanes;
+};
+
+template <typename T> __device__ vec_place vec_place_of(int C) {
+    const int groups = C / vec_len<T>::value;
+    return {(int)(threadIdx.x % groups) * vec_len<T>::value, (int)(threadIdx.x / groups),
+            VEC_THREADS / groups};
+}
+
+/* Rows of one elementwise block: VEC_PER_THREAD vectors for each thread. */
+__host__ __device__ long vec_apply_rows(int C, int vec) {
+    return (long)VEC_THREADS * VEC_PER_THREAD * vec / C;
+}
+
+/* Rows of one chunk of the sums: every row lane, each adding at most 32
+ * rows in float (as the scalar kernels' lanes do) before the double stage;
+ * CHUNK_ROWS for up to 32 vectors a row. */
+__host__ __device__ long vec_chunk_rows(int C, int vec) {
+    const long groups = C / vec, lanes = VEC_THREADS / groups;
+    return lanes * (groups < 32 ? groups : 32);
+}
+
+/* dz for VEC values: dy (+ dy2), masked by the ReLU. */
+template <typename T>
+__device__ void upstream_vec(const T *dy, const T *dy2, const T *y, int relu, long i, float *dz) {
+    constexpr int V = vec_len<T>::value;
+    float t[V];
+    load_vec(dy, i, dz);
+    if (dy2) {
+        load_vec(dy2, i, t);
+        for (int j = 0; j < V; j++) dz[j] += t[j];
+    }
+    if (relu) {
+        load_vec(y, i, t);
+        for (int j = 0; j < V; j++)
+            if (!(t[j] > 0.0f)) dz[j] = 0.0f;
+    }
+}
+
+/* Stage 1 of the sums on vectors, the same contract as chunk_sums: the
+ * block `chunk` adds term(i, s1, s2) (VEC values each) over its rows, then
+ * the row lanes in order in double, per channel. */
+template <typename T, typename Term>
+__device__ void chunk_sums_vec(long rows, int C, double *partials, Term term) {
+    constexpr int V = vec_len<T>::value;
+    __shared__ double lanes_sum[2][VEC_THREADS * V];
+    const vec_place at = vec_place_of<T>(C);
+    const long first = (long)blockIdx.x * vec_chunk_rows(C, V);
+    const long end = min_long(first + vec_chunk_rows(C, V), rows);
+    float s1[V], s2[V];
+    for (int j = 0; j < V; j++) s1[j] = s2[j] = 0.0f;
+    for (long r = first + at.lane; r < end; r += at.lanes) term(r * C + at.c0, s1, s2);
+    /* Thread t holds channels at.c0 .. +V of lane t / G, so lane k's value
+     * of channel c sits at k * C + c. */
+    for (int j = 0; j < V; j++) {
+        lanes_sum[0][threadIdx.x * V + j] = s1[j];
+        lanes_sum[1][threadIdx.x * V + j] = s2[j];
+    }
+    __syncthreads();
+    double *out = partials + (size_t)blockIdx.x * 2 * C;
+    for (int c = threadIdx.x; c < C; c += VEC_THREADS) {
+        double t1 = 0.0, t2 = 0.0;
+        for (int k = 0; k < at.lanes; k++) {
+            t1 += lanes_sum[0][k * C + c];
+            t2 += lanes_sum[1][k * C + c];
+        }
+        out[c] = t1;
+        out[C + c] = t2;
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(VEC_THREADS)
+    bn_sums_partial_vec(const T *x, long rows, int C, const float *shift, double *partials) {
+    constexpr int V = vec_len<T>::value;
+    const vec_place at = vec_place_of<T>(C);
+    float s[V];
+    for (int j = 0; j < V; j++) s[j] = shift[at.c0 + j];
+    chunk_sums_vec<T>(rows, C, partials, [&](long i, float *s1, float *s2) {
+        float v[V];
+        load_vec(x, i, v);
+        for (int j = 0; j < V; j++) {
+            const float d = v[j] - s[j];
+            s1[j] += d;
+            s2[j] += d * d;
+        }
+    });
+}
+
+template <typename T>
+__global__ void __launch_bounds__(VEC_THREADS)
+    bn_backward_sums_partial_vec(cr_bn_view bn, const T *x, const T *y, const T *dy, const T *dy2,
+                                 int relu, double *partials) {
+    constexpr int V = vec_len<T>::value;
+    const vec_place at = vec_place_of<T>(bn.channels);
+    float mean[V];
+    for (int j = 0; j < V; j++) mean[j] = bn.mean[at.c0 + j];
+    chunk_sums_vec<T>(bn.rows, bn.channels, partials, [&](long i, float *s1, float *s2) {
+        float dz[V], v[V];
+        upstream_vec(dy, dy2, y, relu, i, dz);
+        load_vec(x, i, v);
+        for (int j = 0; j < V; j++) {
+            s1[j] += dz[j] * (v[j] - mean[j]);
+            s2[j] += dz[j];
+        }
+    });
+}
+
+template <typename T>
+__global__ void __launch_bounds__(VEC_THREADS)
+    bn_apply_vec_kernel(cr_bn_view bn, const T *x, const T *residual, int relu, T *y) {
+    constexpr int V = vec_len<T>::value;
+    const int C = bn.channels;
+    const vec_place at = vec_place_of<T>(C);
+    float scale[V], offset[V];
+    for (int j = 0; j < V; j++) {
+        const int c = at.c0 + j;
+        scale[j] = bn.gamma[c] * bn.invstd[c];
+        offset[j] = bn.beta[c] - bn.mean[c] * scale[j];
+    }
+    const long first = (long)blockIdx.x * vec_apply_rows(C, V);
+    const long end = min_long(first + vec_apply_rows(C, V), bn.rows);
+    for (long r = first + at.lane; r < end; r += at.lanes) {
+        const long i = r * C + at.c0;
+        float v[V], res[V];
+        load_vec(x, i, v);
+        if (residual) load_vec(residual, i, res);
+        for (int j = 0; j < V; j++) {
+            v[j] = v[j] * scale[j] + offset[j];
+            if (residual) v[j] += res[j];
+            if (relu) v[j] = v[j] < 0.0f ? 0.0f : v[j]; /* NaN stays NaN */
+        }
+        store_vec(y, i, v);
+    }
+}
+
+/* As bn_backward_apply_kernel; each thread reads its 16 bytes of every
+ * input before it writes its 16 bytes of dx and d_residual, so dx may be dy
+ * and d_residual dy2. */
+template <typename T>
+__global__ void __launch_bounds__(VEC_THREADS)
+    bn_backward_apply_vec_kernel(cr_bn_view bn, const T *x, const T *y, const T *dy, const T *dy2,
+                                 int relu, const float *sums, double count, int training, T *dx,
+                                 T *d_residual) {
+    constexpr int V = vec_len<T>::value;
+    const int C = bn.channels;
+    const vec_place at = vec_place_of<T>(C);
+    float a[V], b[V], k[V], mean[V];
+    for (int j = 0; j < V; j++) {
+        const int c = at.c0 + j;
+        const double gain = (double)bn.gamma[c] * bn.invstd[c];
+        const double mean_dz = training ? sums[C + c] / count : 0.0;
+        const double mean_dz_xhat = training ? sums[c] / count : 0.0;
+        a[j] = (float)gain;
+        b[j] = (float)(-gain * mean_dz_xhat * bn.invstd[c]);
+        k[j] = (float)(-gain * mean_dz);
+        mean[j] = bn.mean[c];
+    }
+    const long first = (long)blockIdx.x * vec_apply_rows(C, V);
+    const long end = min_long(first + vec_apply_rows(C, V), bn.rows);
+    for (long r = first + at.lane; r < end; r += at.lanes) {
+        const long i = r * C + at.c0;
+        float dz[V], v[V];
+        upstream_vec(dy, dy2, y, relu, i, dz);
+        load_vec(x, i, v);
+        if (d_residual) store_vec(d_residual, i, dz);
+        for (int j = 0; j < V; j++) v[j] = a[j] * dz[j] + b[j] * (v[j] - mean[j]) + k[j];
+        store_vec(dx, i, v);
+    }
+}
+
 /* ---- head ---- */
 
 /* y[n][c] = mean over p of x[n][p][c]: one thread per (n, c), adding in p
@@ -404,13 +624,34 @@ static int is_bf16(const cr_backend *be) { return cr_activation_bytes(be) == 2; 
 #define A(ptr) ((act *)(ptr))
 #define CA(ptr) ((const act *)(ptr))
 
+/* Values in one 16-byte vector of the backend's activations. */
+static int vec_len_of(cr_backend *be) { return is_bf16(be) ? 8 : 4; }
+
+/* Whether the 16-byte BatchNorm kernels take a tensor of C channels with
+ * these buffers (NULL ones ignored); CRESNET_CUDA_BN=scalar turns them off
+ * (cuda_context.bn_scalar), to compare the two on a GPU. */
+static int vec_fits(cr_backend *be, int C, const void *const *buffers, int count) {
+    const int vec = vec_len_of(be), groups = C / vec;
+    if (cuda_ctx(be)->bn_scalar || C % vec != 0 || groups > VEC_THREADS || VEC_THREADS % groups)
+        return 0;
+    for (int k = 0; k < count; k++)
+        if ((uintptr_t)buffers[k] % 16 != 0) return 0;
+    return 1;
+}
+
 void cuda_bn_sums(cr_backend *be, const void *x, long rows, int channels, const float *shift,
                   float *sums) {
     if (channels <= 0) return;
     const int bf16 = is_bf16(be);
-    const long chunks = (rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
+    const void *buffers[] = {x};
+    const int vec = vec_fits(be, channels, buffers, 1);
+    const long per_chunk = vec ? vec_chunk_rows(channels, vec_len_of(be)) : CHUNK_ROWS;
+    const long chunks = (rows + per_chunk - 1) / per_chunk;
     double *partials = cuda_partials(be, (size_t)chunks * 2 * channels);
-    if (chunks > 0)
+    if (chunks > 0 && vec)
+        LAUNCH_ACT(bn_sums_partial_vec, chunks, VEC_THREADS, stream_of(be), CA(x), rows, channels,
+                   shift, partials);
+    else if (chunks > 0)
         LAUNCH_ACT(bn_sums_partial, tile_grid(rows, CHUNK_ROWS, channels), tile_block(),
                    stream_of(be), CA(x), rows, channels, shift, partials);
     LAUNCH(chunk_sums_final, 2 * channels, FINAL_THREADS, stream_of(be), partials, chunks, channels,
@@ -435,18 +676,31 @@ void cuda_bn_running_stats(cr_backend *be, const float *running_mean, const floa
 void cuda_bn_apply(cr_backend *be, const cr_bn_view *bn, const void *x, const void *residual,
                    int relu, void *y) {
     if (bn->rows <= 0 || bn->channels <= 0) return;
-    const int bf16 = is_bf16(be);
-    LAUNCH_ACT(bn_apply_kernel, tile_grid(bn->rows, APPLY_ROWS, bn->channels), tile_block(),
-               stream_of(be), *bn, CA(x), CA(residual), relu, A(y));
+    const int bf16 = is_bf16(be), C = bn->channels;
+    const void *buffers[] = {x, y, residual ? residual : x};
+    if (vec_fits(be, C, buffers, 3)) {
+        const long rows = vec_apply_rows(C, vec_len_of(be));
+        LAUNCH_ACT(bn_apply_vec_kernel, blocks_for((size_t)bn->rows, (size_t)rows), VEC_THREADS,
+                   stream_of(be), *bn, CA(x), CA(residual), relu, A(y));
+        return;
+    }
+    LAUNCH_ACT(bn_apply_kernel, tile_grid(bn->rows, APPLY_ROWS, C), tile_block(), stream_of(be),
+               *bn, CA(x), CA(residual), relu, A(y));
 }
 
 void cuda_bn_backward_sums(cr_backend *be, const cr_bn_view *bn, const void *x, const void *y,
                            const void *dy, const void *dy2, int relu, float *sums) {
     const int C = bn->channels, bf16 = is_bf16(be);
     if (C <= 0) return;
-    const long chunks = (bn->rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
+    const void *buffers[] = {x, y, dy, dy2 ? dy2 : dy};
+    const int vec = vec_fits(be, C, buffers, 4);
+    const long per_chunk = vec ? vec_chunk_rows(C, vec_len_of(be)) : CHUNK_ROWS;
+    const long chunks = (bn->rows + per_chunk - 1) / per_chunk;
     double *partials = cuda_partials(be, (size_t)chunks * 2 * C);
-    if (chunks > 0)
+    if (chunks > 0 && vec)
+        LAUNCH_ACT(bn_backward_sums_partial_vec, chunks, VEC_THREADS, stream_of(be), *bn, CA(x),
+                   CA(y), CA(dy), CA(dy2), relu, partials);
+    else if (chunks > 0)
         LAUNCH_ACT(bn_backward_sums_partial, tile_grid(bn->rows, CHUNK_ROWS, C), tile_block(),
                    stream_of(be), *bn, CA(x), CA(y), CA(dy), CA(dy2), relu, partials);
     LAUNCH(chunk_sums_final, 2 * C, FINAL_THREADS, stream_of(be), partials, chunks, C, bn->invstd,
@@ -457,10 +711,18 @@ void cuda_bn_backward_apply(cr_backend *be, const cr_bn_view *bn, const void *x,
                             const void *dy, const void *dy2, int relu, const float *sums,
                             double count, int training, void *dx, void *d_residual) {
     if (bn->rows <= 0 || bn->channels <= 0) return;
-    const int bf16 = is_bf16(be);
-    LAUNCH_ACT(bn_backward_apply_kernel, tile_grid(bn->rows, APPLY_ROWS, bn->channels),
-               tile_block(), stream_of(be), *bn, CA(x), CA(y), CA(dy), CA(dy2), relu, sums, count,
-               training, A(dx), A(d_residual));
+    const int bf16 = is_bf16(be), C = bn->channels;
+    const void *buffers[] = {x, y, dy, dy2 ? dy2 : dy, dx, d_residual ? d_residual : dx};
+    if (vec_fits(be, C, buffers, 6)) {
+        const long rows = vec_apply_rows(C, vec_len_of(be));
+        LAUNCH_ACT(bn_backward_apply_vec_kernel, blocks_for((size_t)bn->rows, (size_t)rows),
+                   VEC_THREADS, stream_of(be), *bn, CA(x), CA(y), CA(dy), CA(dy2), relu, sums,
+                   count, training, A(dx), A(d_residual));
+        return;
+    }
+    LAUNCH_ACT(bn_backward_apply_kernel, tile_grid(bn->rows, APPLY_ROWS, C), tile_block(),
+               stream_of(be), *bn, CA(x), CA(y), CA(dy), CA(dy2), relu, sums, count, training,
+               A(dx), A(d_residual));
 }
 
 void cuda_avgpool_forward(cr_backend *be, const void *x, int batch, int hw, int channels,
