@@ -58,9 +58,12 @@ cr_comm *cr_comm_mpi_create(double timeout_s);
  * one rank per GPU. Takes ownership of `mpi` (from cr_comm_mpi_create): it
  * carries NCCL's unique id from rank 0, the few host buffers, and the job's
  * abort; ranks are copied from it and destroy destroys it. Collectives are
- * ordered on the backend's stream; an NCCL failure or a stall (120 s at
- * start; timeout_s in an operation, or without a new operation while work
- * is queued) aborts the communicator and ends the rank with exit code 6. */
+ * ordered on the backend's stream. An NCCL failure or a stall seen while
+ * this thread waits (120 s at start, timeout_s in an operation) aborts the
+ * communicator and the job with exit code 6; a stall where the host waits
+ * elsewhere (a stream sync in the backend: timeout_s from the last
+ * collective queued until it completes) is the watchdog's, which ends the
+ * job through MPI without an NCCL call. */
 struct cr_backend;
 cr_comm *cr_comm_nccl_create(struct cr_backend *cuda_backend, cr_comm *mpi, double timeout_s);
 
