@@ -6,6 +6,7 @@
 #include "cresnet/backend.h"
 #include "cresnet/data.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -329,6 +330,51 @@ static void test_augment_batch(cr_backend *be) {
     free(pixels), free(got), free(want);
 }
 
+/* The BN sums are the same bits whatever the number of threads (fixed
+ * chunks added in a fixed order), and backward_apply may write dx over dy
+ * and the residual's gradient over dy2, as the model does. */
+static void test_bn_threads_and_aliasing(cr_backend *be) {
+    const int threads_at_start = omp_get_max_threads();
+    const long rows = 2000;
+    const int C = 24;
+    const size_t n = (size_t)rows * C;
+    float *x = floats(n), *y = floats(n), *dy = floats(n), *dy2 = floats(n), *gamma = floats(C);
+    float *beta = floats(C), *shift = floats(C), *stats = floats(2 * C);
+    fill_random(x, n, 2.0f, 40);
+    fill_random(y, n, 1.0f, 41);
+    fill_random(dy, n, 1.0f, 42);
+    fill_random(dy2, n, 1.0f, 43);
+    fill_random(gamma, C, 1.0f, 44);
+    fill_random(beta, C, 1.0f, 45);
+    fill_random(shift, C, 1.0f, 46);
+    fill_random(stats, 2 * C, 0.5f, 47);
+    for (int c = 0; c < C; c++) stats[C + c] += 1.0f; /* invstd > 0 */
+    cr_bn_view view = {rows, C, stats, stats + C, gamma, beta};
+    float sums[2][48], grads[2][48];
+    const int threads[2] = {1, 3};
+    for (int k = 0; k < 2; k++) {
+        omp_set_num_threads(threads[k]);
+        be->ops->bn_sums(be, x, rows, C, shift, sums[k]);
+        be->ops->bn_backward_sums(be, &view, x, y, dy, dy2, 1, grads[k]);
+    }
+    omp_set_num_threads(threads_at_start);
+    CHECK(memcmp(sums[0], sums[1], sizeof sums[0]) == 0, "bn_sums: 1 and 3 threads differ");
+    CHECK(memcmp(grads[0], grads[1], sizeof grads[0]) == 0,
+          "bn_backward_sums: 1 and 3 threads differ");
+
+    float *dx = floats(n), *dres = floats(n), *dx_in_place = floats(n), *dres_in_place = floats(n);
+    be->ops->bn_backward_apply(be, &view, x, y, dy, dy2, 1, grads[0], (double)rows, 1, dx, dres);
+    memcpy(dx_in_place, dy, n * sizeof(float));
+    memcpy(dres_in_place, dy2, n * sizeof(float));
+    be->ops->bn_backward_apply(be, &view, x, y, dx_in_place, dres_in_place, 1, grads[0],
+                               (double)rows, 1, dx_in_place, dres_in_place);
+    CHECK(memcmp(dx, dx_in_place, n * sizeof(float)) == 0 &&
+              memcmp(dres, dres_in_place, n * sizeof(float)) == 0,
+          "bn_backward_apply in place differs");
+    free(x), free(y), free(dy), free(dy2), free(gamma), free(beta), free(shift), free(stats);
+    free(dx), free(dres), free(dx_in_place), free(dres_in_place);
+}
+
 int main(void) {
     cr_backend *be = cr_backend_cpu_create(0, CR_MATH_FP32);
     test_conv(be, cr_conv_shape_make(2, 8, 8, 3, 16, 3, 1, 1));
@@ -346,6 +392,7 @@ int main(void) {
         test_bn(be, 2000, 24, 1, 1, training);
         test_bn(be, 40, 1500, 0, 1, training);
     }
+    test_bn_threads_and_aliasing(be);
     test_running_stats(be);
     test_avgpool(be);
     test_linear(be);
