@@ -324,6 +324,9 @@ field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" | tail -1; }
 declare -A ours theirs ours_mib theirs_mib gflop
 table_notes=() # lines printed under the table
 
+# images/s total from a `cresnet bench` log; empty when it has none.
+bench_images_per_s() { sed -n 's/^bench: .*: \([0-9.]*\) images\/s total.*/\1/p' "$1" 2>/dev/null; }
+
 bench_cresnet() { # MODEL STEPS WARMUP PRECISION
   local log=$logs/bench_$4_$1.log v
   rm -f "$log" # a skipped stage must not leave an earlier call's numbers
@@ -331,7 +334,7 @@ bench_cresnet() { # MODEL STEPS WARMUP PRECISION
     --steps "$2" --warmup "$3" -o device.type=cuda -o data.dir="$quick" -o train.precision="$4" \
     -o log.dir="$runs/bench-$4-$1" -o log.progress=lines
   grep -E '^bench:|time per step|error' "$log"
-  ours["$4 $1"]=$(sed -n 's/^bench: .*: \([0-9.]*\) images\/s total.*/\1/p' "$log")
+  ours["$4 $1"]=$(bench_images_per_s "$log")
   v=$(sed -n 's/^bench: \([0-9.]*\) GFLOP per training image.*/\1/p' "$log")
   [ -n "$v" ] && gflop[$1]=$v
   ours_mib["$4 $1"]=$(sed -n 's/.*device memory in use \([0-9]*\) MiB.*/\1/p' "$log")
@@ -443,7 +446,7 @@ scalar_bn() { # MODEL PRECISION STEPS
     bench -c "configs/resnet_$1.yaml" --steps "$3" --warmup $(($3 / 10)) -o device.type=cuda \
     -o data.dir="$quick" -o train.precision="$2" -o log.dir="$runs/bench-$2-$1-scalar-bn" \
     -o log.progress=lines
-  v=$(sed -n 's/^bench: .*: \([0-9.]*\) images\/s total.*/\1/p' "$log" 2>/dev/null)
+  v=$(bench_images_per_s "$log")
   table_notes+=("BatchNorm kernels, $1 $2: 16-byte vectors ${ours["$2 $1"]:-?} images/s, scalar ${v:-?} images/s (CRESNET_CUDA_BN=scalar).")
   note "${table_notes[-1]}"
   table

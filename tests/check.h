@@ -42,6 +42,18 @@ static inline void fill_random(float *x, size_t n, float scale, uint32_t object)
     cr_rng_fill_symmetric(x, n, scale, 99, cr_rng_stream(CR_RNG_TEST, object));
 }
 
+/* ||a - ref|| / ||ref||; a NaN anywhere makes it NaN, which fails every check. */
+static inline double relative_l2(const float *a, const float *ref, size_t n) {
+    double err = 0.0, norm = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        err += d * d;
+        norm += (double)ref[i] * ref[i];
+    }
+    if (err == 0.0) return 0.0;
+    return norm > 0.0 ? sqrt(err / norm) : INFINITY;
+}
+
 static inline double dot(const float *a, const float *b, size_t n) {
     double s = 0.0;
     for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];

@@ -29,6 +29,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h> /* memcpy: bit casts on the host */
 
 typedef struct cr_backend cr_backend;
 typedef struct cr_conv_plan cr_conv_plan; /* a backend's prepared convolution */
@@ -75,27 +76,24 @@ static inline CR_HOST_DEVICE uint32_t cr_float_bits(float f) {
 #ifdef __CUDA_ARCH__
     return __float_as_uint(f);
 #else
-    union {
-        float f;
-        uint32_t u;
-    } v;
-    v.f = f;
-    return v.u;
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+#endif
+}
+
+static inline CR_HOST_DEVICE float cr_float_from_bits(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 #endif
 }
 
 static inline CR_HOST_DEVICE float cr_bf16_to_float(cr_bf16 h) {
-    uint32_t u = (uint32_t)h << 16;
-#ifdef __CUDA_ARCH__
-    return __uint_as_float(u);
-#else
-    union {
-        uint32_t u;
-        float f;
-    } v;
-    v.u = u;
-    return v.f;
-#endif
+    return cr_float_from_bits((uint32_t)h << 16);
 }
 
 static inline CR_HOST_DEVICE cr_bf16 cr_bf16_from_float(float f) {

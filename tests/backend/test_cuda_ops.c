@@ -132,18 +132,6 @@ static void *garbage_activations(cr_backend *gpu, size_t n) {
     return dev;
 }
 
-/* ||a - ref|| / ||ref||; a NaN anywhere makes it NaN, which fails every check. */
-static double relative_l2(const float *a, const float *ref, size_t n) {
-    double err = 0.0, norm = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - ref[i];
-        err += d * d;
-        norm += (double)ref[i] * ref[i];
-    }
-    if (err == 0.0) return 0.0;
-    return norm > 0.0 ? sqrt(err / norm) : INFINITY;
-}
-
 /* The device result against the host reference. */
 static void expect_close(cr_backend *gpu, const float *dev, const float *ref, size_t n, double tol,
                          const char *what) {
