@@ -15,6 +15,9 @@
 #   bench/gpu_session.sh full [MODEL [EPOCHS]]  the whole CIFAR-10 from
 #        .device/d1..d4 (carried by four back-to-back calls), then the
 #        report's recipe (default small, 30 epochs), as far as time allows
+#   bench/gpu_session.sh torch-full [MODEL [EPOCHS]]  the same in PyTorch
+#        on the GPU (bench/torch_train.py --device cuda; default large, 30),
+#        without building cresnet
 #
 # Every stage has a time limit inside one overall budget (GPU_SESSION_BUDGET
 # seconds, default 470), later stages go on when an optional one fails, and
@@ -270,13 +273,22 @@ ensure_build() { # unpack, configure (once), build (incrementally)
     note "dry run: oneDNN or libyaml not taken from $deps: stop"
     return 1
   fi
-  if ! stage "build" "${GPU_BUILD_LIMIT:-360}" "$logs/build.log" cmake --build "$build" -j "$(nproc)"; then
+  # Keep going past a failing target (-k 0 for ninja, -k for make): a test
+  # that another compiler rejects must not cost the GPU session.
+  local keep_going=-k
+  [ -f "$build/build.ninja" ] && keep_going="-k 0"
+  if ! stage "build" "${GPU_BUILD_LIMIT:-360}" "$logs/build.log" cmake --build "$build" -j "$(nproc)" -- $keep_going; then
     note "---- build errors (first 40 lines with 'error') ----"
     grep -n -i -E 'error|undefined reference|fatal' "$logs/build.log" | head -40
-    note "---- build log tail ----"
-    tail -40 "$logs/build.log"
-    note "build failed: stop"
-    return 1
+    if [ -x "$build/cresnet" ] && [ -x "$build/tests/test_cuda_ops" ]; then
+      note "build: some targets failed (above); cresnet and test_cuda_ops were built: going on"
+      summary+=("build: INCOMPLETE, some targets failed (see above)")
+    else
+      note "---- build log tail ----"
+      tail -40 "$logs/build.log"
+      note "build failed: stop"
+      return 1
+    fi
   fi
   tail -1 "$logs/build.log"
   note "ldd cresnet (dnnl, yaml, cudnn, cublas, cudart, nccl, z):"
@@ -420,7 +432,11 @@ finish() {
 # cresnet beside PyTorch, images/s of each model and precision, and the
 # table (bench/gpu_vs_torch.sh runs this alone).
 mode_compare() {
-  local -A steps=([small]=300 [medium]=150 [large]=100)
+  # Enough steps for a second or more of cresnet's replayed steps (its
+  # first session ran 300/150/100: 0.2-0.3 s, too short to compare two
+  # kernels on); PyTorch's eager steps are slower, fewer do.
+  local -A steps=([small]=3000 [medium]=2000 [large]=1000)
+  local -A torch_steps=([small]=600 [medium]=400 [large]=300)
   quick_data || return 1
   mkdir -p "$runs"
   # bf16 first: the comparison (PyTorch's bf16 autocast), then fp32
@@ -428,7 +444,7 @@ mode_compare() {
   local p m
   for p in bf16 fp32 tf32; do
     for m in small medium large; do bench_cresnet "$m" "${steps[$m]}" $((steps[$m] / 10)) "$p"; done
-    for m in small medium large; do bench_torch "$m" "${steps[$m]}" 20 "$p" 100; done
+    for m in small medium large; do bench_torch "$m" "${torch_steps[$m]}" 20 "$p" 100; done
     table
     if [ "$p" = bf16 ]; then
       layer_times large bf16
@@ -439,15 +455,22 @@ mode_compare() {
 
 # The BatchNorm kernels on 16-byte vectors against the scalar ones they
 # replaced (CRESNET_CUDA_BN=scalar), on the same model: what they bought.
+# Alternated, twice each, so that a drift of the card's clock shows.
 scalar_bn() { # MODEL PRECISION STEPS
-  local log=$logs/bench_$2_$1_scalar_bn.log v
-  rm -f "$log"
-  stage "cresnet bench $2 $1, scalar BN" 90 "$log" env CRESNET_CUDA_BN=scalar "$build/cresnet" \
-    bench -c "configs/resnet_$1.yaml" --steps "$3" --warmup $(($3 / 10)) -o device.type=cuda \
-    -o data.dir="$quick" -o train.precision="$2" -o log.dir="$runs/bench-$2-$1-scalar-bn" \
-    -o log.progress=lines
-  v=$(bench_images_per_s "$log")
-  table_notes+=("BatchNorm kernels, $1 $2: 16-byte vectors ${ours["$2 $1"]:-?} images/s, scalar ${v:-?} images/s (CRESNET_CUDA_BN=scalar).")
+  local form run log v line="BatchNorm kernels, $1 $2, images/s in the order run:"
+  for run in 1 2; do
+    for form in vector scalar; do
+      log=$logs/bench_$2_$1_${form}_bn_$run.log
+      rm -f "$log"
+      stage "cresnet bench $2 $1, $form BN ($run)" 60 "$log" env CRESNET_CUDA_BN="$form" \
+        "$build/cresnet" bench -c "configs/resnet_$1.yaml" --steps "$3" --warmup $(($3 / 10)) \
+        -o device.type=cuda -o data.dir="$quick" -o train.precision="$2" \
+        -o log.dir="$runs/bench-$2-$1-$form-bn-$run" -o log.progress=lines
+      v=$(bench_images_per_s "$log")
+      line="$line $form ${v:-?};"
+    done
+  done
+  table_notes+=("${line%;} (CRESNET_CUDA_BN=scalar selects the scalar kernels).")
   note "${table_notes[-1]}"
   table
 }
@@ -541,9 +564,25 @@ mode_full() {
   } >"$OUT/table.md"
 }
 
+# The same recipe in PyTorch on this GPU (bench/torch_train.py --device
+# cuda, fp32), on the whole CIFAR-10: the twin of `full`, no build needed.
+mode_torch_full() {
+  local model=${1:-large} epochs=${2:-30}
+  note "== assemble the full CIFAR-10 (at $((SECONDS - t0)) s)"
+  full_data || return 1
+  local out=$runs/torch-full-$model log=$runs/torch-full-$model.log
+  stage "torch train $model, $epochs epochs" 100000 "$log" env -u LD_LIBRARY_PATH \
+    PYTHONUNBUFFERED=1 "$PY" bench/torch_train.py "configs/resnet_$model.yaml" "$full" "$out" \
+    --device cuda --epochs "$epochs" --threads 4 --workers $(($(nproc) - 2))
+  grep -E '^(torch|epoch [0-9]+:)|Error' "$log"
+  cp "$out/metrics.jsonl" "$OUT/torch_full_$model.jsonl" 2>/dev/null
+  cat "$out/summary.txt" 2>/dev/null
+}
+
 main() {
   note "gpu_session.sh $* (dry ${DRY}); budget ${budget} s; logs in $OUT"
   export -f probe pyloc has_header note
+  if [ "$mode" = torch-full ]; then shift; mode_torch_full "$@"; return; fi
   stage "probe" 90 - bash -c probe
   ensure_build || return 1
   if [ "$DRY" = 1 ]; then
@@ -557,7 +596,8 @@ main() {
     compare) mode_compare ;;
     train) mode_train ;;
     full) shift; mode_full "$@" ;;
-    *) note "unknown mode '$mode' (bench, compare, train, full)"; return 2 ;;
+    build) ;; # probe and build only (then run what you need by hand)
+    *) note "unknown mode '$mode' (bench, compare, train, full, torch-full, build)"; return 2 ;;
   esac
 }
 

@@ -116,7 +116,7 @@ def main():
     if cuda:
         used_mb = (free_at_start - torch.cuda.mem_get_info()[0]) / 2**20
         device = (f" device=cuda gpu_mem_mb={torch.cuda.max_memory_allocated() / 2**20:.0f} "
-                  f"gpu_used_mb={used_mb:.0f}"
+                  f"gpu_used_mb={used_mb:.0f} "
                   f"precision={opts['precision']} channels_last={int(fmt == torch.channels_last)}")
     print(f"model={arch} batch={batch} threads={torch.get_num_threads()} steps={steps} "
           f"images_per_s={steps * batch / seconds:.1f} ms_per_step={1e3 * seconds / steps:.2f} "

@@ -12,13 +12,14 @@ ToTensor -> Normalize(mean, std); test images are only normalised. The test
 set is evaluated after every epoch.
 
 usage: torch_train.py CONFIG DATA_DIR OUT_DIR [--epochs N] [--threads T]
-                      [--train-limit N] [--workers W]
+                      [--train-limit N] [--workers W] [--device cpu|cuda]
 
 DATA_DIR holds data_batch_1.bin .. data_batch_5.bin and test_batch.bin
 (3073-byte records: label, 1024 R, 1024 G, 1024 B). --train-limit N trains on
 the first N training images (0 = all; default: the config's data.train_limit).
 --workers W: DataLoader worker processes for the augmentation (default 1; 0 =
-in the main process).
+in the main process). --device cuda trains on the GPU (fp32, TF32 off, as
+cresnet's fp32); the augmentation stays on the CPU, in the loader workers.
 
 Writes OUT_DIR/metrics.jsonl, one line per epoch in cresnet's format:
   {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr",
@@ -124,7 +125,7 @@ def evaluate(model, images, labels, batch=1000):
     """Test loss, accuracy and the 10x10 confusion matrix (rows true, columns predicted)."""
     model.eval()
     loss_sum, correct = 0.0, 0
-    confusion = torch.zeros(10, 10, dtype=torch.int64)
+    confusion = torch.zeros(10, 10, dtype=torch.int64, device=images.device)
     with torch.no_grad():
         for s in range(0, len(labels), batch):
             x, y = images[s:s + batch], labels[s:s + batch]
@@ -134,7 +135,7 @@ def evaluate(model, images, labels, batch=1000):
             correct += (predicted == y).sum().item()
             confusion += torch.bincount(y * 10 + predicted, minlength=100).view(10, 10)
     model.train()
-    return loss_sum / len(labels), correct / len(labels), confusion
+    return loss_sum / len(labels), correct / len(labels), confusion.cpu()
 
 
 def write_confusion(path, confusion):
@@ -156,6 +157,7 @@ def main():
                     help="first N training images, 0 = all (default: data.train_limit)")
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers, 0 = main process")
     ap.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
 
     with open(args.config) as f:
@@ -186,6 +188,13 @@ def main():
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = torch.device(args.device)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            fail("--device cuda: no GPU is visible")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
 
     train_x, train_y = zip(*(load_records(os.path.join(args.data_dir, f"data_batch_{i}.bin"))
                              for i in range(1, 6)))
@@ -197,6 +206,7 @@ def main():
     t = torch.from_numpy(test_x).permute(0, 3, 1, 2).float().div(255)
     test_images = ((t - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)).contiguous()
     test_labels = torch.from_numpy(test_y)
+    test_images, test_labels = test_images.to(device), test_labels.to(device)
 
     aug = []
     if pad > 0:
@@ -208,10 +218,11 @@ def main():
     transform = transforms.Compose(aug + [transforms.ToTensor(), transforms.Normalize(mean, std)])
     loader = torch.utils.data.DataLoader(
         AugmentedCifar(train_x, train_y, transform), batch_size=batch, shuffle=True,
-        num_workers=args.workers, persistent_workers=args.workers > 0, drop_last=False)
+        num_workers=args.workers, persistent_workers=args.workers > 0, drop_last=False,
+        pin_memory=args.device == "cuda")
 
     widths, blocks, _ = MODELS[arch]
-    model = ResNet(widths, blocks).train()
+    model = ResNet(widths, blocks).train().to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=num(cfg, "optimizer.lr"),
                                 momentum=num(cfg, "optimizer.momentum"),
                                 nesterov=flag(cfg, "optimizer.nesterov"),
@@ -233,11 +244,11 @@ def main():
     best, rec, first_epoch = 0.0, None, 1
     checkpoint_path = os.path.join(args.out_dir, "checkpoint.pt")
     if args.resume and os.path.exists(checkpoint_path):
-        state = torch.load(checkpoint_path, weights_only=False)
+        state = torch.load(checkpoint_path, weights_only=False, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
         best, rec, first_epoch = state["best"], state["rec"], state["epoch"] + 1
         print(f"resumed after epoch {state['epoch']}", flush=True)
     with open(os.path.join(args.out_dir, "metrics.jsonl"), "a" if first_epoch > 1 else "w") as metrics:
@@ -245,6 +256,7 @@ def main():
             start = time.perf_counter()
             loss_sum, correct, count, lr = 0.0, 0, 0, 0.0
             for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 lr = optimizer.param_groups[0]["lr"]
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
@@ -281,7 +293,10 @@ def main():
 
     with open(os.path.join(args.out_dir, "summary.txt"), "w") as f:
         f.write(f"implementation: torch {torch.__version__}, torchvision {torchvision.__version__}\n")
-        f.write(f"device: {cpu_model()}, {torch.get_num_threads()} threads (cpu)\n")
+        if args.device == "cuda":
+            f.write(f"device: {torch.cuda.get_device_name()} (cuda, fp32, TF32 off)\n")
+        else:
+            f.write(f"device: {cpu_model()}, {torch.get_num_threads()} threads (cpu)\n")
         f.write(f"config: {args.config}\n")
         f.write(f"model: {arch} ({n_params} trainable parameters)\n")
         f.write(f"epochs: {epochs}, batch {batch}, {len(train_y)} training images\n")

@@ -283,7 +283,10 @@ static outcome run_fetch(fetch_args a) {
     close(fds[1]);
     size_t len = 0;
     ssize_t got;
-    while ((got = read(fds[0], o.msg + len, sizeof o.msg - 1 - len)) > 0) len += (size_t)got;
+    /* The bound first: gcc 13's fortified read() otherwise warns that the
+       size could wrap. */
+    while (len < sizeof o.msg - 1 && (got = read(fds[0], o.msg + len, sizeof o.msg - 1 - len)) > 0)
+        len += (size_t)got;
     o.msg[len] = '\0';
     close(fds[0]);
     int status;

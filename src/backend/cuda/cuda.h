@@ -30,11 +30,12 @@ typedef struct cuda_conv_cache cuda_conv_cache;
 
 typedef struct {
     int device;
-    cr_math math;        /* TF32: tensor-core engines and GEMMs allowed; BF16: bf16 convolutions */
-    int autotune;        /* time engines when making a convolution plan */
-    int deterministic;   /* deterministic cuDNN engines only */
-    int bn_scalar;       /* CRESNET_CUDA_BN=scalar: BatchNorm without 16-byte vectors */
-    cudaStream_t stream; /* every op of the backend runs on it, in order */
+    cr_math math;      /* TF32: tensor-core engines and GEMMs allowed; BF16: bf16 convolutions */
+    int autotune;      /* time engines when making a convolution plan */
+    int deterministic; /* deterministic cuDNN engines only */
+    int bn_scalar;     /* CRESNET_CUDA_BN=scalar: BatchNorm without 16-byte vectors */
+    int cudnn_direct_only; /* CRESNET_CUDNN_ENGINES=direct: no FFT or Winograd engines */
+    cudaStream_t stream;   /* every op of the backend runs on it, in order */
     cudnnHandle_t cudnn;
     cublasHandle_t cublas;
     cuda_conv_cache *conv_cache;

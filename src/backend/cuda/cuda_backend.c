@@ -338,6 +338,8 @@ cr_backend *cr_backend_cuda_create(int device, const cr_cuda_options *options) {
     ctx->deterministic = options->deterministic;
     const char *bn = getenv("CRESNET_CUDA_BN"); /* a diagnostic: compare the BN kernels */
     ctx->bn_scalar = bn && strcmp(bn, "scalar") == 0;
+    const char *engines = getenv("CRESNET_CUDNN_ENGINES"); /* a diagnostic: exact engines only */
+    ctx->cudnn_direct_only = engines && strcmp(engines, "direct") == 0;
     CR_CUDA(cudaFree(NULL)); /* the context exists before the baseline */
     ctx->used_at_start = device_bytes_in_use();
     /* Non-blocking: the stream never waits on the legacy default stream

@@ -213,7 +213,7 @@ enum { ENGINE_REJECTED, ENGINE_DETERMINISTIC, ENGINE_NONDETERMINISTIC };
 
 /* What the engine's numerical notes say about a configuration. One whose
  * notes cannot be read is passed over like one with unwanted notes. */
-static int engine_kind(cudnnBackendDescriptor_t config, cr_math math) {
+static int engine_kind(cudnnBackendDescriptor_t config, cr_math math, int direct_only) {
     cudnnBackendDescriptor_t engine = descriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
     cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
     int64_t engines = 0, count = 0;
@@ -234,7 +234,15 @@ static int engine_kind(cudnnBackendDescriptor_t config, cr_math math) {
         case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
         case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION: return ENGINE_REJECTED;
         case CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC: kind = ENGINE_NONDETERMINISTIC; break;
-        default: /* FFT, Winograd: fp32 arithmetic, other rounding; fine */ break;
+        case CUDNN_NUMERICAL_NOTE_FFT:
+        case CUDNN_NUMERICAL_NOTE_WINOGRAD:
+        case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_4x4:
+        case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_6x6:
+        case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_13x13:
+            /* fp32 arithmetic with its own rounding: accepted unless asked */
+            if (direct_only) return ENGINE_REJECTED;
+            break;
+        default: break;
         }
     }
     return kind;
@@ -269,6 +277,7 @@ typedef struct {
     cr_math math;
     int autotune;
     int deterministic; /* only engines without the nondeterministic note */
+    int direct_only;   /* no FFT or Winograd engines (CRESNET_CUDNN_ENGINES=direct) */
     cudaStream_t stream;
     void *x, *w, *y;
 } engine_search;
@@ -333,7 +342,8 @@ static cudnnBackendDescriptor_t plan_from_heuristic(const engine_search *es,
     cudnnBackendDescriptor_t *configs = heuristic_configs(graph, mode, &count);
     cudnnBackendDescriptor_t plan = NULL;
     int *kinds = cr_calloc(count > 0 ? (size_t)count : 1, sizeof *kinds, "cuDNN heuristics");
-    for (int64_t i = 0; i < count; i++) kinds[i] = engine_kind(configs[i], es->math);
+    for (int64_t i = 0; i < count; i++)
+        kinds[i] = engine_kind(configs[i], es->math, es->direct_only);
     const int preference[] = {ENGINE_DETERMINISTIC, ENGINE_NONDETERMINISTIC};
     int ordered = es->math == CR_MATH_FP32 || es->deterministic; /* by kind, then rank */
     int rounds = ordered && !es->deterministic ? 2 : 1, tried = 0;
@@ -381,20 +391,39 @@ static void entry_own(cache_entry *e, cudnnBackendDescriptor_t desc) {
  * GPU (which engine, deterministic or not, how much workspace). */
 static void log_choice(const cache_entry *e, cudnnBackendDescriptor_t config, int kind) {
     cudnnBackendDescriptor_t engine = descriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-    int64_t engines = 0, count = 0, index = -1;
+    int64_t engines = 0, count = 0, index = -1, note_count = 0;
+    cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
     if (cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                 1, &engines, &engine) == CUDNN_STATUS_SUCCESS)
+                                 1, &engines, &engine) == CUDNN_STATUS_SUCCESS) {
         (void)cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1,
                                        &count, &index);
+        if (cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
+                                     CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT,
+                                     &note_count, notes) != CUDNN_STATUS_SUCCESS)
+            note_count = 0;
+    }
     destroy(engine);
+    /* Which arithmetic the engine does: FFT and Winograd round differently. */
+    char arithmetic[64] = "";
+    for (int64_t i = 0; i < note_count && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; i++) {
+        const char *name = notes[i] == CUDNN_NUMERICAL_NOTE_FFT           ? " fft"
+                           : notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE ? " tensor-core"
+                           : notes[i] == CUDNN_NUMERICAL_NOTE_WINOGRAD ||
+                                   notes[i] == CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_4x4 ||
+                                   notes[i] == CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_6x6 ||
+                                   notes[i] == CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_13x13
+                               ? " winograd"
+                               : "";
+        if (strlen(arithmetic) + strlen(name) < sizeof arithmetic) strcat(arithmetic, name);
+    }
     const cr_conv_shape *s = &e->shape;
     fprintf(stderr,
             "cuDNN: %s %dx%d s%d %d->%d on %dx%d batch %d (%lld-byte aligned): engine %lld, %s, "
-            "workspace %lld bytes\n",
+            "workspace %lld bytes, notes:%s\n",
             pass_names[e->pass], s->kernel, s->kernel, s->stride, s->in_c, s->out_c, s->in_h,
             s->in_w, s->batch, (long long)alignment_bytes[e->alignment], (long long)index,
             kind == ENGINE_DETERMINISTIC ? "deterministic" : "non-deterministic",
-            (long long)e->exec.workspace_bytes);
+            (long long)e->exec.workspace_bytes, arithmetic[0] ? arithmetic : " none");
 }
 
 /* Device buffers of the pass's x-, filter- and y-shaped tensors for timing
@@ -443,6 +472,7 @@ static void entry_build(cache_entry *e, const cuda_context *ctx) {
                         .math = math,
                         .autotune = ctx->autotune,
                         .deterministic = ctx->deterministic,
+                        .direct_only = ctx->cudnn_direct_only,
                         .stream = ctx->stream};
     search_buffers(&es, s);
     for (size_t m = 0; m < sizeof modes / sizeof modes[0] && !plan; m++)
