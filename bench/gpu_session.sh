@@ -15,6 +15,8 @@
 #   bench/gpu_session.sh full [MODEL [EPOCHS]]  the whole CIFAR-10 from
 #        .device/d1..d4 (carried by four back-to-back calls), then the
 #        report's recipe (default small, 30 epochs), as far as time allows
+#   bench/gpu_session.sh mpi      a build with MPI (/tmp/build-gpu-mpi), the GPU
+#        tests under mpirun, and 1 against 2 ranks sharing the GPU over MPI
 #   bench/gpu_session.sh torch-full [MODEL [EPOCHS]]  the same in PyTorch
 #        on the GPU (bench/torch_train.py --device cuda; default large, 30),
 #        without building cresnet
@@ -579,8 +581,49 @@ mode_torch_full() {
   cat "$out/summary.txt" 2>/dev/null
 }
 
+# Several ranks on the one GPU, over MPI (dist.backend: mpi; NCCL refuses
+# two ranks on one GPU): a build with MPI (its own build folder), the GPU
+# tests under mpirun, then the invariance of test_mpi_train.sh on CUDA: 20
+# steps of ResNetSmall with 1 and with 2 ranks, same seed and global batch,
+# per-step losses and final checkpoints compared.
+mode_mpi() {
+  quick_data || return 1
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  stage "GPU tests under MPI (ctest -L gpu)" 200 "$logs/ctest_gpu_mpi.log" \
+    ctest --test-dir "$build" -L gpu -V --timeout 180
+  grep -E 'passed|failed|SKIPPED|Not Run|tests passed' "$logs/ctest_gpu_mpi.log" | sed 's/^[0-9]*: //' | tail -12
+  local np
+  for np in 1 2; do
+    rm -rf "$runs/mpi-np$np"
+    stage "train small, $np rank(s) on one GPU over MPI" 120 "$runs/mpi-np$np.log" \
+      mpirun --allow-run-as-root --oversubscribe -np "$np" -x LD_LIBRARY_PATH "$build/cresnet" train \
+      -c configs/resnet_small.yaml -o data.dir="$quick" -o data.train_limit=1280 \
+      -o train.batch_size=64 -o train.epochs=1 -o log.every_steps=1 -o log.progress=off \
+      -o log.tensorboard=false -o device.type=cuda -o dist.backend=mpi -o log.dir="$runs/mpi-np$np"
+    grep -E 'error' "$runs/mpi-np$np.log" | head -5
+    tail -3 "$runs/mpi-np$np/summary.txt" 2>/dev/null
+  done
+  stage "losses, 1 against 2 ranks (1e-5)" 30 - env -u LD_LIBRARY_PATH "$PY" - \
+    "$runs/mpi-np2/metrics.jsonl" "$runs/mpi-np1/metrics.jsonl" <<'PY'
+import json, sys
+def steps(path):
+    return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if "step" in r}
+a, b = steps(sys.argv[1]), steps(sys.argv[2])
+worst = max(abs(a[s] - b[s]) / abs(b[s]) for s in b)
+print(f"{len(b)} steps: largest relative loss difference {worst:.2e}")
+sys.exit(0 if a.keys() == b.keys() and worst <= 1e-5 else 1)
+PY
+  stage "checkpoints, 1 against 2 ranks (rtol 1e-4)" 30 - env -u LD_LIBRARY_PATH "$PY" \
+    tests/train/compare_checkpoints.py --rtol 1e-4 "$runs/mpi-np2/checkpoints/epoch_0001.safetensors" \
+    "$runs/mpi-np1/checkpoints/epoch_0001.safetensors"
+}
+
 main() {
   note "gpu_session.sh $* (dry ${DRY}); budget ${budget} s; logs in $OUT"
+  if [ "$mode" = mpi ]; then # its own build, with MPI
+    build=${GPU_BUILD_DIR:-/tmp/build-gpu-mpi}
+    export GPU_MPI=ON
+  fi
   export -f probe pyloc has_header note
   if [ "$mode" = torch-full ]; then shift; mode_torch_full "$@"; return; fi
   stage "probe" 90 - bash -c probe
@@ -596,8 +639,9 @@ main() {
     compare) mode_compare ;;
     train) mode_train ;;
     full) shift; mode_full "$@" ;;
+    mpi) mode_mpi ;;
     build) ;; # probe and build only (then run what you need by hand)
-    *) note "unknown mode '$mode' (bench, compare, train, full, torch-full, build)"; return 2 ;;
+    *) note "unknown mode '$mode' (bench, compare, train, full, torch-full, mpi, build)"; return 2 ;;
   esac
 }
 
