@@ -119,7 +119,7 @@ probe() {
   cmake --version | head -1
   note "ninja: $(ninja --version 2>/dev/null || echo none)"
   note "cc: $(${CC:-cc} --version | head -1)"
-  note "mpirun: $(command -v mpirun || echo none); mpicc: $(command -v mpicc || echo none)"
+  note "mpirun: $(command -v mpirun || echo none) ($(mpirun --version 2>&1 | head -1)); mpicc: $(command -v mpicc || echo none)"
   note "dpkg: $(command -v dpkg-deb || echo none); os: $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-?}"); glibc $(ldd --version | head -1 | awk '{print $NF}')"
   note "python: $(command -v "$PY")"
   timeout 60 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(), "cudnn", torch.backends.cudnn.version(), "nccl", torch.cuda.nccl.version() if torch.cuda.is_available() else "-")' 2>&1 | tail -1
@@ -282,8 +282,10 @@ ensure_build() { # unpack, configure (once), build (incrementally)
   if ! stage "build" "${GPU_BUILD_LIMIT:-360}" "$logs/build.log" cmake --build "$build" -j "$(nproc)" -- $keep_going; then
     note "---- build errors (first 40 lines with 'error') ----"
     grep -n -i -E 'error|undefined reference|fatal' "$logs/build.log" | head -40
-    if [ -x "$build/cresnet" ] && [ -x "$build/tests/test_cuda_ops" ]; then
-      note "build: some targets failed (above); cresnet and test_cuda_ops were built: going on"
+    # Executables of an earlier call may still be there: rebuild the two
+    # that matter and go on only if that succeeds.
+    if cmake --build "$build" -j "$(nproc)" --target cresnet test_cuda_ops >>"$logs/build.log" 2>&1; then
+      note "build: some targets failed (above); cresnet and test_cuda_ops are built: going on"
       summary+=("build: INCOMPLETE, some targets failed (see above)")
     else
       note "---- build log tail ----"
@@ -422,7 +424,8 @@ finish() {
   note ""
   note "== stages ($((SECONDS - t0)) s in all)"
   for s in "${summary[@]}"; do note "  $s"; done
-  tar -czf "$OUT/logs.tar.gz" -C "$logs" --exclude='*.safetensors' --exclude='*.tfevents*' . 2>/dev/null
+  tar -czf "$OUT/logs.tar.gz" -C "$logs" --exclude='*.safetensors' --exclude='*.tfevents*' \
+    --exclude='*.pt' . 2>/dev/null
   if [ -f "$OUT/table.md" ]; then
     note ""
     cat "$OUT/table.md"
@@ -572,13 +575,16 @@ mode_torch_full() {
   local model=${1:-large} epochs=${2:-30}
   note "== assemble the full CIFAR-10 (at $((SECONDS - t0)) s)"
   full_data || return 1
-  local out=$runs/torch-full-$model log=$runs/torch-full-$model.log
+  local out=$runs/torch-full-$model log=$runs/torch-full-$model.log rc
+  rm -rf "$out" # no summary of an earlier call's run
   stage "torch train $model, $epochs epochs" 100000 "$log" env -u LD_LIBRARY_PATH \
     PYTHONUNBUFFERED=1 "$PY" bench/torch_train.py "configs/resnet_$model.yaml" "$full" "$out" \
     --device cuda --epochs "$epochs" --threads 4 --workers $(($(nproc) - 2))
+  rc=$?
   grep -E '^(torch|epoch [0-9]+:)|Error' "$log"
   cp "$out/metrics.jsonl" "$OUT/torch_full_$model.jsonl" 2>/dev/null
   cat "$out/summary.txt" 2>/dev/null
+  return $rc
 }
 
 # Several ranks on the one GPU, over MPI (dist.backend: mpi; NCCL refuses
