@@ -414,7 +414,9 @@ static void log_choice(const cache_entry *e, cudnnBackendDescriptor_t config, in
                                    notes[i] == CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_13x13
                                ? " winograd"
                                : "";
-        if (strlen(arithmetic) + strlen(name) < sizeof arithmetic) strcat(arithmetic, name);
+        /* a Winograd engine may carry the general note and a tile's */
+        if (!strstr(arithmetic, name) && strlen(arithmetic) + strlen(name) < sizeof arithmetic)
+            strcat(arithmetic, name);
     }
     const cr_conv_shape *s = &e->shape;
     fprintf(stderr,
