@@ -455,6 +455,7 @@ mode_compare() {
       layer_times large bf16
       scalar_bn large bf16 "${steps[large]}"
     fi
+    [ "$p" = fp32 ] && autotuned large fp32 "${steps[large]}"
   done
 }
 
@@ -476,6 +477,23 @@ scalar_bn() { # MODEL PRECISION STEPS
     done
   done
   table_notes+=("${line%;} (CRESNET_CUDA_BN=scalar selects the scalar kernels).")
+  note "${table_notes[-1]}"
+  table
+}
+
+# The same model with device.autotune (cuDNN engines timed, the fastest
+# taken) beside the default (the heuristic's order, deterministic engines
+# first in fp32): whether the engine choice is what PyTorch's
+# cudnn.benchmark gains in fp32.
+autotuned() { # MODEL PRECISION STEPS
+  local log=$logs/bench_$2_$1_autotuned.log v
+  rm -f "$log"
+  stage "cresnet bench $2 $1, autotuned" 90 "$log" "$build/cresnet" bench \
+    -c "configs/resnet_$1.yaml" --steps "$3" --warmup $(($3 / 10)) -o device.type=cuda \
+    -o device.autotune=true -o data.dir="$quick" -o train.precision="$2" \
+    -o log.dir="$runs/bench-$2-$1-autotuned" -o log.progress=lines
+  v=$(bench_images_per_s "$log")
+  table_notes+=("cuDNN engines, $1 $2: the heuristic's order ${ours["$2 $1"]:-?} images/s, timed (device.autotune=true) ${v:-?} images/s.")
   note "${table_notes[-1]}"
   table
 }
