@@ -343,17 +343,25 @@ table_notes=() # lines printed under the table
 # images/s total from a `cresnet bench` log; empty when it has none.
 bench_images_per_s() { sed -n 's/^bench: .*: \([0-9.]*\) images\/s total.*/\1/p' "$1" 2>/dev/null; }
 
-bench_cresnet() { # MODEL STEPS WARMUP PRECISION
-  local log=$logs/bench_$4_$1.log v
+# The `cresnet bench` command line of MODEL in PRECISION on the GPU, STEPS
+# steps after a tenth as many warm-up ones, its run folder runs/NAME: into
+# the array bench_cmd (stage runs programs, not functions).
+bench_command() { # MODEL PRECISION STEPS NAME
+  bench_cmd=("$build/cresnet" bench -c "configs/resnet_$1.yaml" --steps "$3" --warmup $(($3 / 10))
+             -o device.type=cuda -o data.dir="$quick" -o train.precision="$2"
+             -o log.dir="$runs/$4" -o log.progress=lines)
+}
+
+bench_cresnet() { # MODEL STEPS PRECISION
+  local log=$logs/bench_$3_$1.log v
   rm -f "$log" # a skipped stage must not leave an earlier call's numbers
-  stage "cresnet bench $4 $1" 90 "$log" "$build/cresnet" bench -c "configs/resnet_$1.yaml" \
-    --steps "$2" --warmup "$3" -o device.type=cuda -o data.dir="$quick" -o train.precision="$4" \
-    -o log.dir="$runs/bench-$4-$1" -o log.progress=lines
+  bench_command "$1" "$3" "$2" "bench-$3-$1"
+  stage "cresnet bench $3 $1" 90 "$log" "${bench_cmd[@]}"
   grep -E '^bench:|time per step|error' "$log"
-  ours["$4 $1"]=$(bench_images_per_s "$log")
+  ours["$3 $1"]=$(bench_images_per_s "$log")
   v=$(sed -n 's/^bench: \([0-9.]*\) GFLOP per training image.*/\1/p' "$log")
   [ -n "$v" ] && gflop[$1]=$v
-  ours_mib["$4 $1"]=$(sed -n 's/.*device memory in use \([0-9]*\) MiB.*/\1/p' "$log")
+  ours_mib["$3 $1"]=$(sed -n 's/.*device memory in use \([0-9]*\) MiB.*/\1/p' "$log")
 }
 
 bench_torch() { # MODEL STEPS WARMUP PRECISION LIMIT: PyTorch without our LD_LIBRARY_PATH
@@ -448,7 +456,7 @@ mode_compare() {
   # (the reference arithmetic), then tf32; a short budget drops the last.
   local p m
   for p in bf16 fp32 tf32; do
-    for m in small medium large; do bench_cresnet "$m" "${steps[$m]}" $((steps[$m] / 10)) "$p"; done
+    for m in small medium large; do bench_cresnet "$m" "${steps[$m]}" "$p"; done
     for m in small medium large; do bench_torch "$m" "${torch_steps[$m]}" 20 "$p" 100; done
     table
     if [ "$p" = bf16 ]; then
@@ -468,10 +476,9 @@ scalar_bn() { # MODEL PRECISION STEPS
     for form in vector scalar; do
       log=$logs/bench_$2_$1_${form}_bn_$run.log
       rm -f "$log"
+      bench_command "$1" "$2" "$3" "bench-$2-$1-$form-bn-$run"
       stage "cresnet bench $2 $1, $form BN ($run)" 60 "$log" env CRESNET_CUDA_BN="$form" \
-        "$build/cresnet" bench -c "configs/resnet_$1.yaml" --steps "$3" --warmup $(($3 / 10)) \
-        -o device.type=cuda -o data.dir="$quick" -o train.precision="$2" \
-        -o log.dir="$runs/bench-$2-$1-$form-bn-$run" -o log.progress=lines
+        "${bench_cmd[@]}"
       v=$(bench_images_per_s "$log")
       line="$line $form ${v:-?};"
     done
@@ -488,10 +495,8 @@ scalar_bn() { # MODEL PRECISION STEPS
 autotuned() { # MODEL PRECISION STEPS
   local log=$logs/bench_$2_$1_autotuned.log v
   rm -f "$log"
-  stage "cresnet bench $2 $1, autotuned" 90 "$log" "$build/cresnet" bench \
-    -c "configs/resnet_$1.yaml" --steps "$3" --warmup $(($3 / 10)) -o device.type=cuda \
-    -o device.autotune=true -o data.dir="$quick" -o train.precision="$2" \
-    -o log.dir="$runs/bench-$2-$1-autotuned" -o log.progress=lines
+  bench_command "$1" "$2" "$3" "bench-$2-$1-autotuned"
+  stage "cresnet bench $2 $1, autotuned" 90 "$log" "${bench_cmd[@]}" -o device.autotune=true
   v=$(bench_images_per_s "$log")
   table_notes+=("cuDNN engines, $1 $2: the heuristic's order ${ours["$2 $1"]:-?} images/s, timed (device.autotune=true) ${v:-?} images/s.")
   note "${table_notes[-1]}"
@@ -627,16 +632,8 @@ mode_mpi() {
     grep -E 'error' "$runs/mpi-np$np.log" | head -5
     tail -3 "$runs/mpi-np$np/summary.txt" 2>/dev/null
   done
-  stage "losses, 1 against 2 ranks (1e-5)" 30 - env -u LD_LIBRARY_PATH "$PY" - \
-    "$runs/mpi-np2/metrics.jsonl" "$runs/mpi-np1/metrics.jsonl" <<'PY'
-import json, sys
-def steps(path):
-    return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if "step" in r}
-a, b = steps(sys.argv[1]), steps(sys.argv[2])
-worst = max(abs(a[s] - b[s]) / abs(b[s]) for s in b)
-print(f"{len(b)} steps: largest relative loss difference {worst:.2e}")
-sys.exit(0 if a.keys() == b.keys() and worst <= 1e-5 else 1)
-PY
+  stage "losses, 1 against 2 ranks (1e-5)" 30 - env -u LD_LIBRARY_PATH "$PY" \
+    tests/train/compare_losses.py "$runs/mpi-np2/metrics.jsonl" "$runs/mpi-np1/metrics.jsonl"
   stage "checkpoints, 1 against 2 ranks (rtol 1e-4)" 30 - env -u LD_LIBRARY_PATH "$PY" \
     tests/train/compare_checkpoints.py --rtol 1e-4 "$runs/mpi-np2/checkpoints/epoch_0001.safetensors" \
     "$runs/mpi-np1/checkpoints/epoch_0001.safetensors"

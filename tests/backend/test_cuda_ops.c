@@ -51,7 +51,7 @@ typedef struct {
 #define BF16_NUDGE 3.90625e-3
 #define NUDGES 6               /* nudged CPU steps, each with its own signs */
 #define NUDGE_BOUND_FACTOR 2.0 /* times the CPU's own largest move under them */
-#define STEP_BOUND_CAP 0.4     /* no tensor's bound reaches a halved tensor's 0.5 */
+#define STEP_BOUND_CAP 0.4     /* no tensor's bound reaches a halved or doubled tensor's */
 
 static float *floats(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
 
@@ -657,20 +657,13 @@ static void expect_step_close(const cr_model_layout *l, const float *got, const 
            bound[n], self[n]);
 }
 
-/* Wrong gradients the bounds must reject: every tensor's halved (the cap
- * keeps every bound below the 0.5 that makes), and (`fine`: fp32)
- * layer2.0.conv1.weight without its first output channel (OHWI: its first
- * count / O values). */
-static void expect_wrong_rejected(const cr_model_layout *l, const float *got, const float *ref,
-                                  const double *bound, int fine) {
-    float *half = floats(l->param_count);
-    int missed = 0;
-    for (size_t i = 0; i < l->param_count; i++) half[i] = 0.5f * got[i];
-    for (int t = 0; t < l->num_params; t++)
-        missed += tensor_distance(&l->params[t], half, ref) <= bound[t];
-    CHECK(missed == 0, "the step bounds reject each tensor's gradient halved (%d of %d pass)",
-          missed, l->num_params);
-    for (int t = 0; t < l->num_params && fine; t++) {
+/* A wrong gradient the fp32 bounds must reject: layer2.0.conv1.weight's
+ * without its first output channel (OHWI: its first count / O values).
+ * (A tensor wrong by half or more fails any bound by construction:
+ * STEP_BOUND_CAP; this one is within that, so it tests the nudges.) */
+static void expect_dropped_channel_rejected(const cr_model_layout *l, const float *got,
+                                            const float *ref, const double *bound) {
+    for (int t = 0; t < l->num_params; t++) {
         const cr_tensor_info *info = &l->params[t];
         if (strcmp(info->name, "layer2.0.conv1.weight") != 0) continue;
         float *dropped = floats(info->count);
@@ -680,7 +673,6 @@ static void expect_wrong_rejected(const cr_model_layout *l, const float *got, co
               "the step bounds reject %s's gradient without its first output channel", info->name);
         free(dropped);
     }
-    free(half);
 }
 
 /* A model on both backends from the same seed and batch: forward
@@ -698,9 +690,11 @@ static void expect_wrong_rejected(const cr_model_layout *l, const float *got, co
  * images nudged by the precision's rounding move that tensor, whichever is
  * larger, but under STEP_BOUND_CAP. Those nudges flip more ReLUs than the
  * GPU did for small and medium, so their fp32 bounds are looser than the
- * GPU needed (2.3e-3 to 4.9e-3 overall against 1e-3). The bounds must also
- * reject wrong gradients: every tensor's halved, and in fp32 a
- * convolution's without one output channel, are checked to fail them. */
+ * GPU needed (2.3e-3 to 4.9e-3 overall against 1e-3). In fp32 the bounds
+ * are also checked to reject a convolution's gradient without one output
+ * channel; in TF32 and bf16 that is within what their rounding moves
+ * (their op tests hold them tighter), and only the cap stands between a
+ * tensor and a wrong one. */
 static void test_model_step(const backends *b, const char *preset) {
     cr_backend *cpu = b->cpu, *gpu = b->gpu;
     cr_model_desc desc;
@@ -740,7 +734,7 @@ static void test_model_step(const backends *b, const char *preset) {
     double *self = calloc((size_t)l->num_params + 1, sizeof(double));
     step_bounds(l, ref, nudged_grads, 1e-3 * k, 1e-2 * k, bound, self);
     expect_step_close(l, grads, ref, bound, self, "model gradients");
-    expect_wrong_rejected(l, grads, ref, bound, b->nudge == FP32_NUDGE);
+    if (b->nudge == FP32_NUDGE) expect_dropped_channel_rejected(l, grads, ref, bound);
 
     cpu->ops->sgd_step(cpu, cr_model_params(mc), cr_model_grads(mc), cr_model_momentum(mc),
                        l->param_count, &sgd);

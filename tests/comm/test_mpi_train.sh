@@ -46,16 +46,7 @@ rank_pid_once_stepping() {
 
 # losses_agree A B FIRST LAST: step losses of two runs within 1e-5 relative.
 losses_agree() {
-  python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" "$4" <<'PY'
-import json, sys
-def steps(path):
-    return {r["step"]: r["loss"] for r in map(json.loads, open(path)) if "step" in r}
-a, b = steps(sys.argv[1]), steps(sys.argv[2])
-first, last = int(sys.argv[3]), int(sys.argv[4])
-worst = max(abs(a[s] - b[s]) / abs(b[s]) for s in range(first, last + 1))
-print(f"steps {first}-{last}: largest relative loss difference {worst:.2e}")
-sys.exit(0 if worst <= 1e-5 else 1)
-PY
+  python3 "$root/tests/train/compare_losses.py" "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" "$4"
 }
 
 # 1. Invariance (with the phase split and a timeline per rank on the way).
