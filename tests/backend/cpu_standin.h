@@ -7,6 +7,9 @@
 #ifndef CRESNET_TEST_CPU_STANDIN_H
 #define CRESNET_TEST_CPU_STANDIN_H
 
+/* Ahead of every header, as test_cuda_ops.c asks for setenv. */
+#define _POSIX_C_SOURCE 200809L
+
 #include "cresnet/backend.h"
 
 /* bf16 stands in as the CPU's bf16 (a real second implementation, so the

@@ -33,7 +33,7 @@ typedef struct {
     cr_math math;      /* TF32: tensor-core engines and GEMMs allowed; BF16: bf16 convolutions */
     int autotune;      /* time engines when making a convolution plan */
     int deterministic; /* deterministic cuDNN engines only */
-    int bn_scalar;     /* CRESNET_CUDA_BN=scalar: BatchNorm without 16-byte vectors */
+    int bn_vector;     /* CRESNET_CUDA_BN=vector: BatchNorm on 16-byte vectors */
     int cudnn_direct_only; /* CRESNET_CUDNN_ENGINES=direct: no FFT or Winograd engines */
     cudaStream_t stream;   /* every op of the backend runs on it, in order */
     cudnnHandle_t cudnn;

@@ -336,8 +336,10 @@ cr_backend *cr_backend_cuda_create(int device, const cr_cuda_options *options) {
     ctx->math = math;
     ctx->autotune = options->autotune;
     ctx->deterministic = options->deterministic;
-    const char *bn = getenv("CRESNET_CUDA_BN"); /* a diagnostic: compare the BN kernels */
-    ctx->bn_scalar = bn && strcmp(bn, "scalar") == 0;
+    /* The 16-byte kernels were 8-12% slower than the scalar ones on
+     * ResNetLarge in bf16 (docs/PERFORMANCE.md): opt-in, to compare. */
+    const char *bn = getenv("CRESNET_CUDA_BN");
+    ctx->bn_vector = bn && strcmp(bn, "vector") == 0;
     const char *engines = getenv("CRESNET_CUDNN_ENGINES"); /* a diagnostic: exact engines only */
     ctx->cudnn_direct_only = engines && strcmp(engines, "direct") == 0;
     CR_CUDA(cudaFree(NULL)); /* the context exists before the baseline */

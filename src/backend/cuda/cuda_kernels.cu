@@ -230,11 +230,11 @@ static int is_bf16(const cr_backend *be) { return cr_activation_bytes(be) == 2; 
 static int vec_len_of(cr_backend *be) { return is_bf16(be) ? 8 : 4; }
 
 /* Whether the 16-byte BatchNorm kernels take a tensor of C channels with
- * these buffers (NULL ones ignored); CRESNET_CUDA_BN=scalar turns them off
- * (cuda_context.bn_scalar), to compare the two on a GPU. */
+ * these buffers (NULL ones ignored), when CRESNET_CUDA_BN=vector asks for
+ * them (cuda_context.bn_vector; the scalar kernels are the default). */
 static int vec_fits(cr_backend *be, int C, const void *const *buffers, int count) {
     const int vec = vec_len_of(be), groups = C / vec;
-    if (cuda_ctx(be)->bn_scalar || C % vec != 0 || groups > VEC_THREADS || VEC_THREADS % groups)
+    if (!cuda_ctx(be)->bn_vector || C % vec != 0 || groups > VEC_THREADS || VEC_THREADS % groups)
         return 0;
     for (int k = 0; k < count; k++)
         if ((uintptr_t)buffers[k] % 16 != 0) return 0;
