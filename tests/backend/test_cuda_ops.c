@@ -837,9 +837,15 @@ static void test_graph_step(const backends *b) {
  * ones proved faster, held to the same bounds. */
 static void test_bn_vector_kernels(backends with, const bn_params *cases, size_t count,
                                    const cr_cuda_options *options) {
+    const char *was = getenv("CRESNET_CUDA_BN");
+    char saved[32] = "";
+    if (was) snprintf(saved, sizeof saved, "%s", was);
     setenv("CRESNET_CUDA_BN", "vector", 1);
-    with.gpu = cr_backend_cuda_create(0, options);
-    unsetenv("CRESNET_CUDA_BN");
+    with.gpu = cr_backend_cuda_create(0, options); /* reads the variable once */
+    if (was)
+        setenv("CRESNET_CUDA_BN", saved, 1);
+    else
+        unsetenv("CRESNET_CUDA_BN");
     char label[64];
     snprintf(label, sizeof label, "%s16-byte BN kernels: ", with.label);
     with.label = label;

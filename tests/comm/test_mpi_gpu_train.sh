@@ -13,7 +13,7 @@ trap 'rm -rf "$work"' EXIT
 . "$(dirname "$0")/../check.sh"
 
 run() { # NP: 20 steps of 64 images, a loss line per step, into $work/npNP
-  timeout 300 mpirun --allow-run-as-root --oversubscribe -np "$1" -x LD_LIBRARY_PATH \
+  timeout 240 mpirun --allow-run-as-root --oversubscribe -np "$1" -x LD_LIBRARY_PATH \
     "$cresnet" train -c "$root/configs/resnet_small.yaml" -o data.dir="$data" \
     -o data.train_limit=1280 -o train.batch_size=64 -o train.epochs=1 \
     -o log.every_steps=1 -o log.progress=off -o log.tensorboard=false \
@@ -39,4 +39,13 @@ python3 "$root/tests/train/compare_losses.py" "$work/np2/metrics.jsonl" "$work/n
 python3 "$root/tests/train/compare_checkpoints.py" --rtol 1e-4 \
   "$work/np2/checkpoints/epoch_0001.safetensors" "$work/np1/checkpoints/epoch_0001.safetensors" &&
   ok || fail "2 ranks' checkpoint differs from 1 rank's"
+# The sharded evaluation (rank 1's running statistics and test images too).
+python3 - "$work/np2/metrics.jsonl" "$work/np1/metrics.jsonl" <<'PY' && ok || fail "2 ranks' test loss differs"
+import json, sys
+def test_loss(path):
+    return [r["test_loss"] for r in map(json.loads, open(path)) if "test_loss" in r][-1]
+a, b = test_loss(sys.argv[1]), test_loss(sys.argv[2])
+print(f"test loss: 2 ranks {a:.6f}, 1 rank {b:.6f}")
+sys.exit(abs(a - b) > 1e-4 * abs(b))
+PY
 finish

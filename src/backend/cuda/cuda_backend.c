@@ -336,8 +336,8 @@ cr_backend *cr_backend_cuda_create(int device, const cr_cuda_options *options) {
     ctx->math = math;
     ctx->autotune = options->autotune;
     ctx->deterministic = options->deterministic;
-    /* The 16-byte kernels were 8-12% slower than the scalar ones on
-     * ResNetLarge in bf16 (docs/PERFORMANCE.md): opt-in, to compare. */
+    /* The scalar BatchNorm kernels ran ResNetLarge's bf16 step 8-12%
+     * faster than the 16-byte ones (docs/PERFORMANCE.md): those are opt-in. */
     const char *bn = getenv("CRESNET_CUDA_BN");
     ctx->bn_vector = bn && strcmp(bn, "vector") == 0;
     const char *engines = getenv("CRESNET_CUDNN_ENGINES"); /* a diagnostic: exact engines only */
