@@ -12,9 +12,10 @@
 #   bench/gpu_session.sh train    short real-data training on the GPU
 #        (.device/d1: 10,000 training and 5,000 test images): small 2 epochs,
 #        large 1 epoch, and CPU against CUDA on the same 10 steps
-#   bench/gpu_session.sh full [MODEL [EPOCHS]]  the whole CIFAR-10 from
-#        .device/d1..d4 (carried by four back-to-back calls), then the
-#        report's recipe (default small, 30 epochs), as far as time allows
+#   bench/gpu_session.sh full [MODEL [EPOCHS [PRECISION]]]  the whole
+#        CIFAR-10 from .device/d1..d4 (carried by four back-to-back calls),
+#        then the report's recipe (default small, 30 epochs, fp32), as far
+#        as time allows, and the whole job's wall time
 #   bench/gpu_session.sh mpi      a build with MPI (/tmp/build-gpu-mpi), the GPU
 #        tests under mpirun, and 1 against 2 ranks sharing the GPU over MPI
 #   bench/gpu_session.sh torch-full [MODEL [EPOCHS]]  the same in PyTorch
@@ -581,14 +582,16 @@ mode_train() {
 }
 
 mode_full() {
-  local model=${1:-small} epochs=${2:-30}
+  local model=${1:-small} epochs=${2:-30} precision=${3:-fp32}
   note "== assemble the full CIFAR-10 (at $((SECONDS - t0)) s)"
   full_data || return 1
   timeout 60 "$build/cresnet" data verify --dir "$full" || return 1
+  local start=$SECONDS
   train "full-$model" 100000 "$full" -c "configs/resnet_$model.yaml" -o device.type=cuda \
-    -o train.epochs="$epochs"
+    -o train.epochs="$epochs" -o train.precision="$precision"
+  note "whole job (cresnet train, start to exit): $((SECONDS - start)) s"
   {
-    note "### $model, $epochs epochs on the whole CIFAR-10, $(timeout 10 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), $(date -u +%Y-%m-%d)"
+    note "### $model, $epochs epochs in $precision on the whole CIFAR-10, $(timeout 10 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), $(date -u +%Y-%m-%d)"
     note ""
     grep -E '^epoch [0-9]+:' "$runs/full-$model.log" | tail -5 | sed 's/^/    /'
   } >"$OUT/table.md"
