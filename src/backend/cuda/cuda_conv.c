@@ -211,38 +211,64 @@ static cudnnBackendDescriptor_t *heuristic_configs(cudnnBackendDescriptor_t grap
 
 enum { ENGINE_REJECTED, ENGINE_DETERMINISTIC, ENGINE_NONDETERMINISTIC };
 
-/* What the engine's numerical notes say about a configuration. One whose
- * notes cannot be read is passed over like one with unwanted notes. */
-static int engine_kind(cudnnBackendDescriptor_t config, cr_math math, int direct_only) {
-    cudnnBackendDescriptor_t engine = descriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+typedef struct {
+    int readable;
+    int64_t index; /* the engine's global index, -1 when not known */
+    int64_t count;
     cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
-    int64_t engines = 0, count = 0;
-    int readable =
+} engine_notes;
+
+/* The numerical notes (and global index) of a configuration's engine. */
+static engine_notes notes_of(cudnnBackendDescriptor_t config) {
+    engine_notes n = {.index = -1};
+    cudnnBackendDescriptor_t engine = descriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+    int64_t engines = 0, indices = 0;
+    n.readable =
         cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                  1, &engines, &engine) == CUDNN_STATUS_SUCCESS &&
         cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
-                                 CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &count,
-                                 notes) == CUDNN_STATUS_SUCCESS;
+                                 CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT,
+                                 &n.count, n.notes) == CUDNN_STATUS_SUCCESS;
+    if (engines == 1)
+        (void)cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1,
+                                       &indices, &n.index);
     destroy(engine);
-    if (!readable) return ENGINE_REJECTED;
+    if (!n.readable) n.count = 0;
+    if (n.count > CUDNN_NUMERICAL_NOTE_TYPE_COUNT) n.count = CUDNN_NUMERICAL_NOTE_TYPE_COUNT;
+    return n;
+}
+
+/* FFT and Winograd engines: fp32 arithmetic with their own rounding. */
+static int is_fft_or_winograd(cudnnBackendNumericalNote_t note) {
+    return note == CUDNN_NUMERICAL_NOTE_FFT || note == CUDNN_NUMERICAL_NOTE_WINOGRAD ||
+           note == CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_4x4 ||
+           note == CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_6x6 ||
+           note == CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_13x13;
+}
+
+/* The arithmetic a note names, for the log; "" for other notes. */
+static const char *arithmetic_of(cudnnBackendNumericalNote_t note) {
+    if (is_fft_or_winograd(note)) return note == CUDNN_NUMERICAL_NOTE_FFT ? "fft" : "winograd";
+    return note == CUDNN_NUMERICAL_NOTE_TENSOR_CORE ? "tensor-core" : "";
+}
+
+/* What the engine's numerical notes say about a configuration. One whose
+ * notes cannot be read is passed over like one with unwanted notes;
+ * direct_only passes over FFT and Winograd engines too. */
+static int engine_kind(cudnnBackendDescriptor_t config, cr_math math, int direct_only) {
+    engine_notes n = notes_of(config);
+    if (!n.readable) return ENGINE_REJECTED;
     int kind = ENGINE_DETERMINISTIC;
-    for (int64_t i = 0; i < count && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; i++) {
-        switch (notes[i]) {
+    for (int64_t i = 0; i < n.count; i++) {
+        if (direct_only && is_fft_or_winograd(n.notes[i])) return ENGINE_REJECTED;
+        switch (n.notes[i]) {
         case CUDNN_NUMERICAL_NOTE_TENSOR_CORE: /* on float data: TF32 */
             if (math != CR_MATH_FP32) break;
             return ENGINE_REJECTED;
         case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
         case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION: return ENGINE_REJECTED;
         case CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC: kind = ENGINE_NONDETERMINISTIC; break;
-        case CUDNN_NUMERICAL_NOTE_FFT:
-        case CUDNN_NUMERICAL_NOTE_WINOGRAD:
-        case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_4x4:
-        case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_6x6:
-        case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_13x13:
-            /* fp32 arithmetic with its own rounding: accepted unless asked */
-            if (direct_only) return ENGINE_REJECTED;
-            break;
-        default: break;
+        default: break; /* FFT and Winograd among them: fine unless direct_only */
         }
     }
     return kind;
@@ -390,40 +416,23 @@ static void entry_own(cache_entry *e, cudnnBackendDescriptor_t desc) {
 /* CRESNET_CUDNN_LOG set: one line per plan made, for a first look at a new
  * GPU (which engine, deterministic or not, how much workspace). */
 static void log_choice(const cache_entry *e, cudnnBackendDescriptor_t config, int kind) {
-    cudnnBackendDescriptor_t engine = descriptor(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-    int64_t engines = 0, count = 0, index = -1, note_count = 0;
-    cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
-    if (cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                                 1, &engines, &engine) == CUDNN_STATUS_SUCCESS) {
-        (void)cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1,
-                                       &count, &index);
-        if (cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
-                                     CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT,
-                                     &note_count, notes) != CUDNN_STATUS_SUCCESS)
-            note_count = 0;
-    }
-    destroy(engine);
-    /* Which arithmetic the engine does: FFT and Winograd round differently. */
+    engine_notes n = notes_of(config);
     char arithmetic[64] = "";
-    for (int64_t i = 0; i < note_count && i < CUDNN_NUMERICAL_NOTE_TYPE_COUNT; i++) {
-        const char *name = notes[i] == CUDNN_NUMERICAL_NOTE_FFT           ? " fft"
-                           : notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE ? " tensor-core"
-                           : notes[i] == CUDNN_NUMERICAL_NOTE_WINOGRAD ||
-                                   notes[i] == CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_4x4 ||
-                                   notes[i] == CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_6x6 ||
-                                   notes[i] == CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_13x13
-                               ? " winograd"
-                               : "";
+    for (int64_t i = 0; i < n.count; i++) {
+        const char *name = arithmetic_of(n.notes[i]);
         /* a Winograd engine may carry the general note and a tile's */
-        if (!strstr(arithmetic, name) && strlen(arithmetic) + strlen(name) < sizeof arithmetic)
+        if (name[0] && !strstr(arithmetic, name) &&
+            strlen(arithmetic) + strlen(name) + 1 < sizeof arithmetic) {
+            strcat(arithmetic, " ");
             strcat(arithmetic, name);
+        }
     }
     const cr_conv_shape *s = &e->shape;
     fprintf(stderr,
             "cuDNN: %s %dx%d s%d %d->%d on %dx%d batch %d (%lld-byte aligned): engine %lld, %s, "
             "workspace %lld bytes, notes:%s\n",
             pass_names[e->pass], s->kernel, s->kernel, s->stride, s->in_c, s->out_c, s->in_h,
-            s->in_w, s->batch, (long long)alignment_bytes[e->alignment], (long long)index,
+            s->in_w, s->batch, (long long)alignment_bytes[e->alignment], (long long)n.index,
             kind == ENGINE_DETERMINISTIC ? "deterministic" : "non-deterministic",
             (long long)e->exec.workspace_bytes, arithmetic[0] ? arithmetic : " none");
 }
