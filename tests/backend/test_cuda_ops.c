@@ -846,6 +846,16 @@ static void test_bn_vector_kernels(backends with, const bn_params *cases, size_t
         setenv("CRESNET_CUDA_BN", saved, 1);
     else
         unsetenv("CRESNET_CUDA_BN");
+    char device[256];
+    with.gpu->ops->describe(with.gpu, device, sizeof device);
+    if (strcmp(with.gpu->ops->name, "cuda") == 0)
+        CHECK(strstr(device, "CRESNET_CUDA_BN=vector") != NULL,
+              "the backend made with CRESNET_CUDA_BN=vector says it takes the 16-byte kernels "
+              "(%s)",
+              device);
+    else
+        printf("16-byte BN kernels: the %s backend has none, its own BN runs\n",
+               with.gpu->ops->name);
     char label[64];
     snprintf(label, sizeof label, "%s16-byte BN kernels: ", with.label);
     with.label = label;

@@ -227,7 +227,10 @@ static size_t cuda_device_memory_used(cr_backend *be) {
 static void cuda_describe(cr_backend *be, char *out, size_t len) {
     struct cudaDeviceProp prop;
     CR_CUDA(cudaGetDeviceProperties(&prop, cuda_ctx(be)->device));
-    snprintf(out, len, "%s", prop.name);
+    /* A run's summary then records that the kernels were not the default. */
+    snprintf(out, len, "%s%s", prop.name,
+             cuda_ctx(be)->bn_vector ? ", BatchNorm on 16-byte vectors (CRESNET_CUDA_BN=vector)"
+                                     : "");
 }
 
 /* ---- the table ---- */

@@ -21,6 +21,8 @@
 #ifndef CRESNET_CUDA_BN_CUH
 #define CRESNET_CUDA_BN_CUH
 
+#include "cuda_activations.cuh"
+
 namespace {
 
 constexpr int TILE_C = 32;         /* channels per block: one warp across a row */
@@ -32,12 +34,6 @@ constexpr int FINAL_THREADS = 128; /* threads adding one column of partials */
 __device__ int tile_channel() { return (int)(blockIdx.y * TILE_C + threadIdx.x); }
 
 __device__ long min_long(long a, long b) { return a < b ? a : b; }
-
-/* An activation read as a float and written from one, whatever T stores. */
-__device__ float load(const float *p, long i) { return p[i]; }
-__device__ float load(const cr_bf16 *p, long i) { return cr_bf16_to_float(p[i]); }
-__device__ void store(float *p, long i, float v) { p[i] = v; }
-__device__ void store(cr_bf16 *p, long i, float v) { p[i] = cr_bf16_from_float(v); }
 
 /* The gradient reaching the BN output: dy (+ dy2), masked by the ReLU. */
 template <typename T>
