@@ -53,11 +53,12 @@ cr_comm *cr_comm_none_create(void);
 int cr_comm_mpi_launched(void);
 cr_comm *cr_comm_mpi_create(double timeout_s);
 
-/* NCCL (builds with CRESNET_NCCL, CRESNET_CUDA and CRESNET_MPI, which
- * defines CRESNET_HAVE_NCCL): buffers are the CUDA backend's device memory,
- * one rank per GPU. Takes ownership of `mpi` (from cr_comm_mpi_create): it
- * carries NCCL's unique id from rank 0, the few host buffers, and the job's
- * abort; ranks are copied from it and destroy destroys it. Collectives are
+/* NCCL (builds with CRESNET_NCCL and CRESNET_CUDA, which defines
+ * CRESNET_HAVE_NCCL; without CRESNET_MPI it runs one process): buffers are
+ * the CUDA backend's device memory, one rank per GPU. Takes ownership of
+ * `mpi` (from cr_comm_mpi_create, or cr_comm_none_create for one process):
+ * it carries NCCL's unique id from rank 0, the few host buffers, and the
+ * job's abort; ranks are copied from it and destroy destroys it. Collectives are
  * ordered on the backend's stream. An NCCL failure or a stall seen while
  * this thread waits (120 s at start, timeout_s in an operation) aborts the
  * communicator and the job with exit code 6; a stall where the host waits

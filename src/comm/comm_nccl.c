@@ -12,6 +12,12 @@
  * allreduce_start runs on a side stream that first waits for the compute
  * stream to reach the call, and returns an event recorded after the
  * all-reduce; wait makes the compute stream wait on it, the host does not.
+ * One thread issues every call, in the same order on every rank, as NCCL
+ * requires of one communicator's collectives. NCCL does not promise that
+ * collectives of one communicator on two streams progress at once: with
+ * dist.sync_bn a backward SyncBN all-reduce may wait on the device behind
+ * the gradient buckets issued before it, which shortens the overlap (not
+ * measured: that takes two GPUs).
  *
  * Failures. The communicator is non-blocking (config.blocking = 0): every
  * call may return ncclInProgress, and errors of operations in flight (a peer
@@ -36,6 +42,7 @@
 
 #include <cuda_runtime_api.h>
 #include <nccl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -54,14 +61,15 @@ struct cr_comm_request {
 };
 
 typedef struct {
-    ncclComm_t nccl;      /* NULL once destroyed or aborted */
-    cr_comm *mpi;         /* owned: bootstrap, host buffers, the job's abort */
-    cudaStream_t compute; /* the backend's: every op of the model runs on it */
-    cudaStream_t side;    /* the overlapped all-reduces of allreduce_start */
-    cudaEvent_t mark;     /* a point on the compute stream, for the side stream or the host */
-    cudaEvent_t last;     /* recorded after the last collective queued, for the watchdog */
-    int device;           /* the backend's GPU, for the watchdog's thread */
-    float *scratch;       /* one device float for the barrier's all-reduce */
+    ncclComm_t nccl;       /* NULL once destroyed or aborted */
+    cr_comm *mpi;          /* owned: bootstrap, host buffers, the job's abort */
+    cudaStream_t compute;  /* the backend's: every op of the model runs on it */
+    cudaStream_t side;     /* the overlapped all-reduces of allreduce_start */
+    cudaEvent_t mark;      /* a point on the compute stream, for the side stream or the host */
+    cudaEvent_t last;      /* recorded after the last collective queued, for the watchdog */
+    int device;            /* the backend's GPU, for the watchdog's thread */
+    pthread_t main_thread; /* the one that creates and calls it: NCCL allows one */
+    float *scratch;        /* one device float for the barrier's all-reduce */
     cr_comm_request *free_requests;
     double timeout_s;      /* dist.timeout_s: the longest wait for the other ranks */
     cr_watchdog *watchdog; /* NULL for one rank */
@@ -180,6 +188,18 @@ static void queued(cr_comm *comm, cudaStream_t stream, const char *what) {
     cr_watchdog_waiting(ctx->watchdog, what);
 }
 
+/* No collective goes into a CUDA graph: NCCL requires a capture to be the
+ * same on every rank, and the trainer's step graph (graph_fits) is per rank,
+ * so it records only with one rank, whose step calls no collective. This
+ * makes lifting that condition fail loudly rather than hang a job. */
+static void refuse_capture(cr_comm *comm, const char *what) {
+    nccl_context *ctx = ctx_of(comm);
+    enum cudaStreamCaptureStatus status;
+    CUDA_CHECK(comm, cudaStreamIsCapturing(ctx->compute, &status));
+    if (status != cudaStreamCaptureStatusNone)
+        CR_FAIL(CR_EXIT_INTERNAL, "nccl", "%s while the compute stream records a CUDA graph", what);
+}
+
 /* NCCL moves device memory only; the trainer also shares a few host values
  * (the config digest, the checkpoint path), which then go over MPI. */
 static int on_device(cr_comm *comm, const void *ptr) {
@@ -192,6 +212,7 @@ static int on_device(cr_comm *comm, const void *ptr) {
 
 static void nccl_allreduce_sum(cr_comm *comm, float *buf, size_t count) {
     nccl_context *ctx = ctx_of(comm);
+    refuse_capture(comm, "NCCL all-reduce");
     /* On the compute stream: SyncBN's sums are made and used there. */
     NCCL_CHECK(comm, ncclAllReduce(buf, buf, count, ncclFloat, ncclSum, ctx->nccl, ctx->compute));
     queued(comm, ctx->compute, "NCCL all-reduce");
@@ -211,6 +232,7 @@ static cr_comm_request *take_request(cr_comm *comm) {
 
 static cr_comm_request *nccl_allreduce_start(cr_comm *comm, float *buf, size_t count) {
     nccl_context *ctx = ctx_of(comm);
+    refuse_capture(comm, "NCCL gradient all-reduce");
     cr_comm_request *r = take_request(comm);
     /* The bucket is final where the compute stream stands now; the side
      * stream starts from there while the compute stream goes on. */
@@ -237,6 +259,7 @@ static void nccl_wait(cr_comm *comm, cr_comm_request *r) {
 
 static void nccl_broadcast(cr_comm *comm, void *buf, size_t bytes, int root) {
     nccl_context *ctx = ctx_of(comm);
+    refuse_capture(comm, "NCCL broadcast");
     if (!on_device(comm, buf)) {
         ctx->mpi->ops->broadcast(ctx->mpi, buf, bytes, root);
         return;
@@ -247,6 +270,7 @@ static void nccl_broadcast(cr_comm *comm, void *buf, size_t bytes, int root) {
 
 static void nccl_allgather(cr_comm *comm, const void *send, void *recv, size_t bytes) {
     nccl_context *ctx = ctx_of(comm);
+    refuse_capture(comm, "NCCL all-gather");
     int device = on_device(comm, send);
     if (device != on_device(comm, recv))
         CR_FAIL(CR_EXIT_INTERNAL, "nccl", "all-gather between host and device memory");
@@ -262,6 +286,7 @@ static void nccl_allgather(cr_comm *comm, const void *send, void *recv, size_t b
  * completed here; the float's value does not matter. */
 static void nccl_barrier(cr_comm *comm) {
     nccl_context *ctx = ctx_of(comm);
+    refuse_capture(comm, "NCCL barrier");
     NCCL_CHECK(comm, ncclAllReduce(ctx->scratch, ctx->scratch, 1, ncclFloat, ncclSum, ctx->nccl,
                                    ctx->compute));
     queued(comm, ctx->compute, "NCCL barrier");
@@ -273,6 +298,14 @@ static void nccl_barrier(cr_comm *comm) {
 static void nccl_abort(cr_comm *comm, int exit_code) {
     nccl_context *ctx = ctx_of(comm);
     cr_set_abort_hook(NULL, NULL);
+    /* From another thread (a data loader worker's or the watchdog's fatal
+     * error) no NCCL call: the main thread may be inside one, and
+     * ncclCommAbort frees what it uses. MPI's abort knows which threads may
+     * call MPI and ends the job either way. */
+    if (!pthread_equal(pthread_self(), ctx->main_thread)) {
+        ctx->mpi->ops->abort(ctx->mpi, exit_code);
+        return;
+    }
     /* Joined first: it may be ending the job itself, which wins. */
     cr_watchdog_stop(ctx->watchdog);
     ctx->watchdog = NULL;
@@ -378,6 +411,7 @@ cr_comm *cr_comm_nccl_create(cr_backend *cuda_backend, cr_comm *mpi, double time
     nccl_context *ctx = cr_calloc(1, sizeof *ctx, "nccl communicator");
     ctx->mpi = mpi;
     ctx->timeout_s = timeout_s;
+    ctx->main_thread = pthread_self();
     ctx->compute = (cudaStream_t)cr_backend_cuda_stream(cuda_backend);
     cr_comm *comm = cr_calloc(1, sizeof *comm, "nccl communicator");
     comm->ops = &nccl_ops;

@@ -1,28 +1,29 @@
 #include "cresnet/error.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* The one piece of process-wide state outside main: a fatal error can happen
  * in any module, and it must be able to take the whole MPI job down. */
-static cr_abort_hook abort_hook;
-static void *abort_context;
+static _Atomic(cr_abort_hook) abort_hook;
+static void *_Atomic abort_context;
 
 void cr_set_abort_hook(cr_abort_hook hook, void *context) {
-    abort_hook = hook;
-    abort_context = context;
+    atomic_store(&abort_context, context);
+    atomic_store(&abort_hook, hook);
 }
 
 static _Noreturn void finish(int code) {
     fflush(stdout);
     fflush(stderr);
-    if (abort_hook) {
-        cr_abort_hook hook = abort_hook;
-        abort_hook = NULL; /* an error inside the hook must not recurse */
-        hook(code, abort_context);
-    }
+    /* Taken, not read: two threads failing at once (a loader worker and the
+     * main thread) run the hook once, and an error inside the hook does not
+     * recurse. */
+    cr_abort_hook hook = atomic_exchange(&abort_hook, NULL);
+    if (hook) hook(code, atomic_load(&abort_context));
     exit(code);
 }
 

@@ -627,9 +627,18 @@ static void launch_bucket(grad_buckets *gb, size_t begin) {
     gb->next_end = begin;
 }
 
+/* The next bucket's start, rounded up to 16 bytes where that leaves it
+ * non-empty: NCCL's copies run on whole vectors from aligned addresses
+ * (the buffer itself is; the parameter count need not be a multiple of 4).
+ * Rounding up only shortens the bucket, so all of it is still complete. */
+static size_t bucket_begin(const grad_buckets *gb) {
+    size_t begin = gb->next_end - gb->bucket, aligned = (begin + 3) & ~(size_t)3;
+    return aligned < gb->next_end ? aligned : begin;
+}
+
 static void buckets_ready(void *context, size_t first) {
     grad_buckets *gb = context;
-    while (gb->next_end >= first + gb->bucket) launch_bucket(gb, gb->next_end - gb->bucket);
+    while (gb->next_end >= first + gb->bucket) launch_bucket(gb, bucket_begin(gb));
     if (first == 0 && gb->next_end > 0) launch_bucket(gb, 0);
 }
 

@@ -834,9 +834,10 @@ static void test_graph_step(const backends *b) {
 
 /* The BatchNorm cases once more on a backend made with
  * CRESNET_CUDA_BN=vector: the 16-byte kernels, opt-in since the scalar
- * ones proved faster, held to the same bounds. */
+ * ones proved faster, held to the same bounds; then, unless model_step is
+ * NULL, that model's whole step, where they meet every other op. */
 static void test_bn_vector_kernels(backends with, const bn_params *cases, size_t count,
-                                   const cr_cuda_options *options) {
+                                   const cr_cuda_options *options, const char *model_step) {
     const char *was = getenv("CRESNET_CUDA_BN");
     char saved[32] = "";
     if (was) snprintf(saved, sizeof saved, "%s", was);
@@ -860,6 +861,7 @@ static void test_bn_vector_kernels(backends with, const bn_params *cases, size_t
     snprintf(label, sizeof label, "%s16-byte BN kernels: ", with.label);
     with.label = label;
     for (size_t i = 0; i < count; i++) test_bn(&with, cases[i]);
+    if (model_step) test_model_step(&with, model_step);
     with.gpu->ops->destroy(with.gpu);
 }
 
@@ -920,7 +922,7 @@ int main(void) {
         {2048, 64, 1, 1, 1, 3.0f, 1},
     };
     for (size_t i = 0; i < sizeof bn_cases / sizeof bn_cases[0]; i++) test_bn(&b, bn_cases[i]);
-    test_bn_vector_kernels(b, bn_cases, sizeof bn_cases / sizeof bn_cases[0], &fp32);
+    test_bn_vector_kernels(b, bn_cases, sizeof bn_cases / sizeof bn_cases[0], &fp32, "small");
     test_running_stats(&b);
     test_avgpool(&b);
     test_linear(&b);
@@ -960,7 +962,9 @@ int main(void) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) test_conv(&bf16, shapes[i], 0);
     test_conv(&bf16, shapes[1], 1);
     for (size_t i = 0; i < sizeof bn_cases / sizeof bn_cases[0]; i++) test_bn(&bf16, bn_cases[i]);
-    test_bn_vector_kernels(bf16, bn_cases, sizeof bn_cases / sizeof bn_cases[0], &bf16_options);
+    /* (its step needs a bf16 CPU model: the one below runs the default kernels) */
+    test_bn_vector_kernels(bf16, bn_cases, sizeof bn_cases / sizeof bn_cases[0], &bf16_options,
+                           NULL);
     test_avgpool(&bf16);
     /* A whole step: against a bf16 CPU model where this processor has one
      * (the same roundings; an fp32 model differs by ~15% in the gradients
