@@ -28,7 +28,8 @@ enum {
 
 /* Called once before exiting on an error (the MPI communicator sets one to
  * abort the whole job). Process-wide by necessity: a fatal error anywhere
- * must reach it. */
+ * must reach it. Of threads failing at once, the first runs the hook and
+ * the others wait for it to end the process. */
 typedef void (*cr_abort_hook)(int exit_code, void *context);
 void cr_set_abort_hook(cr_abort_hook hook, void *context);
 

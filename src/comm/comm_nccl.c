@@ -300,8 +300,9 @@ static void nccl_abort(cr_comm *comm, int exit_code) {
     cr_set_abort_hook(NULL, NULL);
     /* From another thread (a data loader worker's or the watchdog's fatal
      * error) no NCCL call: the main thread may be inside one, and
-     * ncclCommAbort frees what it uses. MPI's abort knows which threads may
-     * call MPI and ends the job either way. */
+     * ncclCommAbort frees what it uses. MPI's abort calls MPI_Abort where
+     * MPI lets this thread call it, else ends this rank alone, and the
+     * launcher or the other ranks' watchdogs end the rest. */
     if (!pthread_equal(pthread_self(), ctx->main_thread)) {
         ctx->mpi->ops->abort(ctx->mpi, exit_code);
         return;

@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* pause */
 #include "cresnet/error.h"
 
 #include <errno.h>
@@ -5,25 +6,42 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-/* The one piece of process-wide state outside main: a fatal error can happen
- * in any module, and it must be able to take the whole MPI job down. */
+/* The only process-wide state outside main: a fatal error can happen in any
+ * module and any thread, and it must be able to take the whole MPI job down. */
 static _Atomic(cr_abort_hook) abort_hook;
 static void *_Atomic abort_context;
+static atomic_flag ending = ATOMIC_FLAG_INIT; /* a thread is ending the process */
+static _Thread_local int ending_here;         /* ... and it is this one */
 
 void cr_set_abort_hook(cr_abort_hook hook, void *context) {
-    atomic_store(&abort_context, context);
+    /* A context outlives its hook: a thread that took the hook just before
+     * it was cleared still finds the context that goes with it. A new hook
+     * starts afresh: the fuzz targets' hook returns to them (longjmp)
+     * instead of ending the process, and they set it again for each input. */
+    if (hook) {
+        ending_here = 0;
+        atomic_flag_clear(&ending);
+        atomic_store(&abort_context, context);
+    }
     atomic_store(&abort_hook, hook);
 }
 
 static _Noreturn void finish(int code) {
     fflush(stdout);
     fflush(stderr);
-    /* Taken, not read: two threads failing at once (a loader worker and the
-     * main thread) run the hook once, and an error inside the hook does not
-     * recurse. */
-    cr_abort_hook hook = atomic_exchange(&abort_hook, NULL);
-    if (hook) hook(code, atomic_load(&abort_context));
+    /* The first thread to fail ends the job through the hook (the
+     * communicator's abort). Another failing meanwhile (a loader worker and
+     * the main thread) waits for that rather than exit under it; an error
+     * inside the hook itself exits. */
+    if (!ending_here) {
+        ending_here = 1;
+        if (atomic_flag_test_and_set(&ending))
+            for (;;) pause();
+        cr_abort_hook hook = atomic_exchange(&abort_hook, NULL);
+        if (hook) hook(code, atomic_load(&abort_context));
+    }
     exit(code);
 }
 

@@ -627,29 +627,29 @@ static void launch_bucket(grad_buckets *gb, size_t begin) {
     gb->next_end = begin;
 }
 
-/* The next bucket's start, rounded up to 16 bytes where that leaves it
- * non-empty: NCCL's copies run on whole vectors from aligned addresses
- * (the buffer itself is; the parameter count need not be a multiple of 4).
- * Rounding up only shortens the bucket, so all of it is still complete. */
-static size_t bucket_begin(const grad_buckets *gb) {
-    size_t begin = gb->next_end - gb->bucket, aligned = (begin + 3) & ~(size_t)3;
-    return aligned < gb->next_end ? aligned : begin;
-}
+/* Bucket starts fall on 16 bytes (the buffer's start does; the parameter
+ * count need not be a multiple of 4), which lets NCCL move whole vectors, a
+ * matter of speed only. The first bucket, at the buffer's end, is up to 3
+ * floats short, so it and every later one starts aligned; rounding the start
+ * up only shortens a bucket, so all of it is still complete. */
+static size_t align_up_4(size_t i) { return (i + 3) & ~(size_t)3; }
 
 static void buckets_ready(void *context, size_t first) {
     grad_buckets *gb = context;
-    while (gb->next_end >= first + gb->bucket) launch_bucket(gb, bucket_begin(gb));
+    while (gb->next_end >= first + gb->bucket)
+        launch_bucket(gb, align_up_4(gb->next_end - gb->bucket));
     if (first == 0 && gb->next_end > 0) launch_bucket(gb, 0);
 }
 
 static grad_buckets buckets_for(run_state *rs) {
     size_t n = cr_model_get_layout(rs->model)->param_count;
     size_t bucket = (size_t)(rs->cfg->dist.bucket_mb * 1024.0 * 1024.0 / sizeof(float));
-    /* Never more buckets than there are request slots. */
-    size_t fewest = (n + 4095) / 4096;
+    /* Never more buckets than there are request slots: with the first up to
+     * 3 floats short, there are ceil((n + 3) / bucket). A multiple of 4. */
+    size_t fewest = (n + 3 + 4095) / 4096;
     return (grad_buckets){.comm = rs->comm,
                           .grads = cr_model_grads(rs->model),
-                          .bucket = bucket > fewest ? bucket : fewest,
+                          .bucket = align_up_4(bucket > fewest ? bucket : fewest),
                           .next_end = n};
 }
 

@@ -15,7 +15,7 @@
 #include <functional>
 #include <ucontext.h>
 
-/* ---- CUDA's built-ins, as far as cuda_bn.cuh uses them ---- */
+/* ---- CUDA's built-ins, as far as cuda_bn.cuh and cuda_ops.cuh use them ---- */
 
 struct dim3 {
     unsigned x, y, z;
