@@ -918,29 +918,54 @@ static void share_running_stats(run_state *rs) {
                              0);
 }
 
+/* Rank 0's run folder: config.yaml, metrics.jsonl (appended to when
+ * resuming at `step`) and TensorBoard's events. Both folders are made and
+ * checked before the first step: an unusable checkpoint.dir found at the end
+ * of an epoch wastes it. */
+static FILE *open_run_outputs(run_state *rs, long step) {
+    const cr_config *cfg = rs->cfg;
+    make_dirs(cfg->log.dir);
+    make_dirs(rs->checkpoint_dir);
+    if (access(rs->checkpoint_dir, W_OK | X_OK) != 0)
+        cr_fatal(CR_EXIT_USAGE, rs->checkpoint_dir, "cannot write checkpoints here: %s",
+                 strerror(errno));
+    FILE *f = open_in(cfg->log.dir, "config.yaml", "w");
+    cr_config_write(cfg, f);
+    fclose(f);
+    if (cfg->log.tensorboard) rs->tensorboard = cr_tfevents_open(cfg->log.dir);
+    return open_in(cfg->log.dir, "metrics.jsonl", step ? "a" : "w");
+}
+
+/* After an epoch's training: the test set, the epoch's line and records,
+ * and a checkpoint when one is due (every_epochs, and after the last). */
+static void end_epoch(run_state *rs, epoch_record *rec, long step, progress *prog, FILE *metrics) {
+    const cr_config *cfg = rs->cfg;
+    int is_root = rs->comm->rank == 0, epochs = rec->epoch;
+    phase_begin(&rs->clock, PHASE_EVALUATE);
+    tally test = evaluate(rs);
+    phase_end(&rs->clock);
+    rec->test_loss = test.loss_sum / test.count;
+    rec->test_acc = (double)test.correct / test.count;
+    print_epoch(prog, rec);
+    report_phases(rs, prog, epochs);
+    if (is_root && (prog->bar || prog->lines)) cr_model_print_layer_times(rs->model, stdout);
+    int due = cfg->checkpoint.every_epochs > 0 && epochs % cfg->checkpoint.every_epochs == 0;
+    if (!is_root) return;
+    write_epoch_metrics(metrics, rec);
+    write_confusion(cfg->log.dir, &test);
+    if (rs->tensorboard) log_epoch_to_tensorboard(rs->tensorboard, rec);
+    if (due || epochs == cfg->train.epochs) save_checkpoint(rs, epochs, step);
+}
+
 int cr_train(const cr_config *cfg) {
     run_state rs;
     setup(&rs, cfg, 1);
     int is_root = rs.comm->rank == 0;
-    FILE *metrics = NULL;
     int steps_per_epoch = cr_loader_steps(rs.train_loader);
     catch_stop_signals(rs.comm);
     long step = resume(&rs);
     int done = (int)(step / steps_per_epoch), first_step = (int)(step % steps_per_epoch);
-    if (is_root) {
-        /* Both folders are made and checked before the first step: an
-         * unusable checkpoint.dir found at the end of an epoch wastes it. */
-        make_dirs(cfg->log.dir);
-        make_dirs(rs.checkpoint_dir);
-        if (access(rs.checkpoint_dir, W_OK | X_OK) != 0)
-            cr_fatal(CR_EXIT_USAGE, rs.checkpoint_dir, "cannot write checkpoints here: %s",
-                     strerror(errno));
-        FILE *f = open_in(cfg->log.dir, "config.yaml", "w");
-        cr_config_write(cfg, f);
-        fclose(f);
-        metrics = open_in(cfg->log.dir, "metrics.jsonl", step ? "a" : "w");
-        if (cfg->log.tensorboard) rs.tensorboard = cr_tfevents_open(cfg->log.dir);
-    }
+    FILE *metrics = is_root ? open_run_outputs(&rs, step) : NULL;
     progress prog = progress_for(cfg, rs.comm->rank);
     double start = cr_now_seconds(), best = 0.0;
     epoch_record rec = {0};
@@ -949,24 +974,8 @@ int cr_train(const cr_config *cfg) {
         rec = train_epoch(&rs, epoch, first_step, &step, &prog, metrics, &stopped);
         share_running_stats(&rs);
         if (stopped) break;
-        phase_begin(&rs.clock, PHASE_EVALUATE);
-        tally test = evaluate(&rs);
-        phase_end(&rs.clock);
-        rec.test_loss = test.loss_sum / test.count;
-        rec.test_acc = (double)test.correct / test.count;
+        end_epoch(&rs, &rec, step, &prog, metrics);
         best = rec.test_acc > best ? rec.test_acc : best;
-        print_epoch(&prog, &rec);
-        report_phases(&rs, &prog, epoch + 1);
-        if (is_root && (prog.bar || prog.lines)) cr_model_print_layer_times(rs.model, stdout);
-        int last = epoch + 1 == cfg->train.epochs;
-        int due =
-            cfg->checkpoint.every_epochs > 0 && (epoch + 1) % cfg->checkpoint.every_epochs == 0;
-        if (is_root) {
-            write_epoch_metrics(metrics, &rec);
-            write_confusion(cfg->log.dir, &test);
-            if (rs.tensorboard) log_epoch_to_tensorboard(rs.tensorboard, &rec);
-            if (due || last) save_checkpoint(&rs, epoch + 1, step);
-        }
     }
     if (stopped) {
         if (is_root) {
