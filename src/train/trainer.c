@@ -88,6 +88,7 @@ typedef struct {
     int32_t *predicted_host;
     float *stop_flag; /* device [1]: the ranks' vote on stopping, summed */
     int local_batch;
+    int buckets_per_step; /* gradient all-reduces of the last eager step */
     char checkpoint_dir[CR_PATH_MAX + 16];
     phase_clock clock;
     cr_tfevents *tensorboard; /* rank 0 with log.tensorboard, else NULL */
@@ -465,6 +466,9 @@ static void write_summary(const run_state *rs, const epoch_record *last, double 
     fprintf(f, "model: %s (%zu trainable parameters)\n", cfg->model.arch, l->param_count);
     fprintf(f, "epochs: %d, global batch %d, ranks %d, backend %s, communicator %s\n", last->epoch,
             cfg->train.batch_size, rs->comm->world_size, rs->be->ops->name, rs->comm->ops->name);
+    if (rs->comm->world_size > 1)
+        fprintf(f, "gradient all-reduce: %d buckets a step (dist.bucket_mb %g)\n",
+                rs->buckets_per_step, cfg->dist.bucket_mb);
     fprintf(f, "final train loss %.4f, train accuracy %.2f%%\n", last->train_loss,
             100.0 * last->train_acc);
     fprintf(f, "final test loss %.4f, test accuracy %.2f%% (best %.2f%%)\n", last->test_loss,
@@ -766,6 +770,7 @@ static cr_forward_result train_step(run_state *rs, const cr_batch *b, long step,
     phase_end(&rs->clock);
     phase_begin(&rs->clock, PHASE_COMM);
     buckets_wait(&gb);
+    rs->buckets_per_step = gb.num_requests;
     phase_end(&rs->clock);
     size_t n = cr_model_get_layout(m)->param_count;
     cr_sgd_args sgd = sgd_args(rs);

@@ -53,7 +53,8 @@ losses_agree() {
 # The gradients go in buckets, each all-reduced while the backward pass goes
 # on, their starts rounded to 16 bytes: with 4 ranks of 0.05 MiB
 # (ResNetSmall's 312 KB in 6), with 2 ranks as small as the trainer's 4,096
-# request slots allow (3,902 buckets of 20 floats a step; 1 rank sends none).
+# request slots allow (3,903 buckets of 20 floats or fewer a step; 1 rank
+# sends none), as summary.txt reports.
 for np in 1 2 4; do
   buckets=()
   [ "$np" = 2 ] && buckets=(-o dist.bucket_mb=1e-7)
@@ -61,6 +62,11 @@ for np in 1 2 4; do
   run "$np" "$work/np$np" -o train.epochs=1 -o checkpoint.resume=none -o log.progress=lines \
     -o log.timeline="$work/np$np/timeline.json" "${buckets[@]}" >"$work/np$np.log" 2>&1 \
     && ok || { fail "np=$np exited $?"; tail -5 "$work/np$np.log"; }
+done
+for want in "2 3903 1e-07" "4 6 0.05"; do
+  read -r np count mb <<<"$want"
+  grep -qx "gradient all-reduce: $count buckets a step (dist.bucket_mb $mb)" "$work/np$np/summary.txt" \
+    && ok || fail "np=$np: $(grep -s 'gradient all-reduce' "$work/np$np/summary.txt" || echo 'no bucket line')"
 done
 num='[0-9.]+ \[[0-9.]+\]'
 grep -qE "^  time per step [0-9.]+ ms \(mean over the ranks, \[max\]\): data $num, forward $num, backward $num, comm wait $num, optimizer $num$" \
