@@ -117,7 +117,8 @@ static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
          * share one, which is how several ranks are tested on one GPU. */
         if (comm->local_rank >= gpus && gpu_per_rank)
             cr_fatal(CR_EXIT_USAGE, "device.type",
-                     "local rank %d has no GPU: this node has %d (one rank per GPU; "
+                     "local rank %d has no GPU: this rank sees %d (one rank per GPU; Slurm's "
+                     "--gpus-per-task and --gpu-bind hide a node's other GPUs from each rank; "
                      "dist.backend: mpi lets ranks share a GPU)",
                      comm->local_rank, gpus);
         cr_cuda_options options = {.math = math_of(cfg->train.precision),
