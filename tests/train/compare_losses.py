@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Exit 0 when two runs' per-step losses (metrics.jsonl records with "step",
 written with log.every_steps: 1) agree within 1e-5 relative over steps
-FIRST..LAST (default: every step of B, which A must also have).
-usage: compare_losses.py A/metrics.jsonl B/metrics.jsonl [FIRST LAST]
+FIRST..LAST, which both runs must have.
+usage: compare_losses.py A/metrics.jsonl B/metrics.jsonl FIRST LAST
 (standard library only)"""
 import json
 import sys
@@ -14,12 +14,8 @@ def steps(path):
 
 
 a, b = steps(sys.argv[1]), steps(sys.argv[2])
-if len(sys.argv) > 3:
-    first, last = int(sys.argv[3]), int(sys.argv[4])
-    wanted = range(first, last + 1)
-else:
-    wanted = sorted(b)
-    first, last = wanted[0], wanted[-1]
+first, last = int(sys.argv[3]), int(sys.argv[4])
+wanted = range(first, last + 1)
 missing = [s for s in wanted if s not in a or s not in b]
 if missing:
     print(f"steps missing from a run: {missing[:5]}")
