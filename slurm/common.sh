@@ -88,7 +88,8 @@ cresnet_slurm_run() {
     srun)
       # No --kill-on-bad-exit: ranks leave together with exit 75 on preemption,
       # and the trainer aborts the whole job itself on a fatal error.
-      # No --gpus-per-task / --gpu-bind: every rank sees all the node's GPUs.
+      # No --gpus-per-task / --gpu-bind by default: every rank sees all the
+      # node's GPUs and takes its local rank's (with them, the one it sees).
       # shellcheck disable=SC2206
       cmd=(srun --mpi=pmix --ntasks="$ntasks" ${CRESNET_SRUN_ARGS:-}) ;;
     mpirun)

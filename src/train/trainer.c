@@ -100,9 +100,39 @@ static cr_math math_of(cr_precision precision) {
                                             : CR_MATH_FP32;
 }
 
+#ifdef CRESNET_HAVE_CUDA
+/* The GPU of this rank: the one of its local rank among those it sees. All
+ * of a node's GPUs visible to every rank, that is one each; under Slurm's
+ * --gpus-per-task each rank sees only its own, as GPU 0. NCCL needs a GPU
+ * per rank: the ranks compare their GPUs' UUIDs, and two ranks on one GPU
+ * end the job here, naming both, instead of failing inside NCCL. MPI
+ * (dist.backend: mpi) lets ranks share one, which is how several ranks are
+ * tested on one GPU. */
+static int gpu_of_rank(cr_comm *comm, int gpus, int gpu_per_rank) {
+    int device = comm->local_rank % gpus;
+    if (!gpu_per_rank || comm->world_size == 1) return device;
+    unsigned char mine[16];
+    cr_cuda_device_uuid(device, mine);
+    unsigned char *all = cr_calloc((size_t)comm->world_size, sizeof mine, "GPU ids");
+    comm->ops->allgather(comm, mine, all, sizeof mine);
+    for (int a = 0; a < comm->world_size; a++)
+        for (int b = a + 1; b < comm->world_size; b++)
+            if (memcmp(all + a * sizeof mine, all + b * sizeof mine, sizeof mine) == 0) {
+                const unsigned char *u = all + a * sizeof mine;
+                cr_fatal(CR_EXIT_USAGE, "device.type",
+                         "ranks %d and %d share one GPU (GPU-%02x%02x%02x%02x-%02x%02x-...; this "
+                         "rank sees %d): NCCL needs a GPU per rank; start as many ranks a node as "
+                         "it has GPUs, or let ranks share one with dist.backend: mpi",
+                         a, b, u[0], u[1], u[2], u[3], u[4], u[5], gpus);
+            }
+    free(all);
+    return device;
+}
+#endif
+
 /* device.type: cpu, cuda (one GPU per local rank), or auto (cuda when this
  * build has it and a GPU is present). */
-static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
+static cr_backend *backend_for(const cr_config *cfg, cr_comm *comm) {
 #ifdef CRESNET_HAVE_CUDA
     int gpus = cfg->device.type == CR_DEVICE_CPU ? 0 : cr_cuda_device_count();
     if (cfg->device.type == CR_DEVICE_CUDA || (cfg->device.type == CR_DEVICE_AUTO && gpus > 0)) {
@@ -113,18 +143,10 @@ static cr_backend *backend_for(const cr_config *cfg, const cr_comm *comm) {
 #else
         int gpu_per_rank = cfg->dist.backend == CR_DIST_NCCL;
 #endif
-        /* NCCL needs a GPU per rank; MPI (dist.backend: mpi) lets ranks
-         * share one, which is how several ranks are tested on one GPU. */
-        if (comm->local_rank >= gpus && gpu_per_rank)
-            cr_fatal(CR_EXIT_USAGE, "device.type",
-                     "local rank %d has no GPU: this rank sees %d (one rank per GPU; Slurm's "
-                     "--gpus-per-task and --gpu-bind hide a node's other GPUs from each rank; "
-                     "dist.backend: mpi lets ranks share a GPU)",
-                     comm->local_rank, gpus);
         cr_cuda_options options = {.math = math_of(cfg->train.precision),
                                    .autotune = cfg->device.autotune,
                                    .deterministic = cfg->train.deterministic || cfg->device.debug};
-        return cr_backend_cuda_create(comm->local_rank % gpus, &options);
+        return cr_backend_cuda_create(gpu_of_rank(comm, gpus, gpu_per_rank), &options);
     }
 #else
     (void)comm;

@@ -39,6 +39,17 @@ python3 "$root/tests/train/compare_losses.py" "$work/np2/metrics.jsonl" "$work/n
 python3 "$root/tests/train/compare_checkpoints.py" --rtol 1e-4 \
   "$work/np2/checkpoints/epoch_0001.safetensors" "$work/np1/checkpoints/epoch_0001.safetensors" &&
   ok || fail "2 ranks' checkpoint differs from 1 rank's"
+# NCCL's two ranks on one GPU: refused before NCCL starts, both named (the
+# GPUs' UUIDs compared; one GPU made visible, so the ranks must collide).
+one_gpu=${CUDA_VISIBLE_DEVICES:-0}
+CUDA_VISIBLE_DEVICES=${one_gpu%%,*} timeout 120 mpirun --allow-run-as-root --oversubscribe \
+  -np 2 -x LD_LIBRARY_PATH -x CUDA_VISIBLE_DEVICES "$cresnet" train \
+  -c "$root/configs/resnet_small.yaml" -o data.dir="$data" -o device.type=cuda \
+  -o dist.backend=nccl -o log.dir="$work/shared" >"$work/shared.log" 2>&1
+status=$?
+[ "$status" -eq 2 ] && ok || fail "2 NCCL ranks on one GPU: exit $status, expected 2"
+grep -q "ranks 0 and 1 share one GPU (GPU-" "$work/shared.log" && ok ||
+  fail "2 NCCL ranks on one GPU: $(grep error "$work/shared.log" | head -2)"
 # The sharded evaluation (rank 1's running statistics and test images too).
 python3 - "$work/np2/metrics.jsonl" "$work/np1/metrics.jsonl" <<'PY' && ok || fail "2 ranks' test loss differs"
 import json, sys

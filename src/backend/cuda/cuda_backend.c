@@ -315,6 +315,12 @@ int cr_cuda_device_count(void) {
     return count;
 }
 
+void cr_cuda_device_uuid(int device, unsigned char uuid[16]) {
+    struct cudaDeviceProp prop;
+    CR_CUDA(cudaGetDeviceProperties(&prop, device));
+    memcpy(uuid, prop.uuid.bytes, 16);
+}
+
 /* The kernels are built for sm_80 and sm_90 (PTX for newer): refuse older
  * devices with a clear message rather than "no kernel image" later. */
 static void check_device(int device) {
