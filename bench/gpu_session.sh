@@ -260,7 +260,8 @@ ensure_build() { # unpack, configure (once), build (incrementally)
   find_deps || { note "dependencies missing: stop"; return 1; }
   export LD_LIBRARY_PATH=$ld_path
   note "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-  if [ ! -f "$build/CMakeCache.txt" ] || ! grep -q "^DNNL_LIBRARY:.*=$deps/" "$build/CMakeCache.txt"; then
+  if [ ! -f "$build/CMakeCache.txt" ] || ! grep -q "^DNNL_LIBRARY:.*=$deps/" "$build/CMakeCache.txt" ||
+    ! grep -q "^CRESNET_MPI:.*=${GPU_MPI:-OFF}\$" "$build/CMakeCache.txt"; then
     rm -f "$build/CMakeCache.txt"
     cmake_args
     stage "configure" 120 "$logs/configure.log" env CRESNET_DATA="$quick" cmake "${cmake_args[@]}"
@@ -465,8 +466,9 @@ mode_compare() {
       scalar_bn large bf16 "${steps[large]}"
       scalar_bn small bf16 "${steps[small]}"
     fi
-    [ "$p" = fp32 ] && autotuned large fp32 "${steps[large]}"
+    if [ "$p" = fp32 ]; then autotuned large fp32 "${steps[large]}"; fi
   done
+  return 0 # a stage that failed says so in the log; the callers go on
 }
 
 # The BatchNorm kernels on 16-byte vectors (opt-in: CRESNET_CUDA_BN=vector)
@@ -526,6 +528,8 @@ layer_times() { # MODEL PRECISION
 }
 
 mode_bench() {
+  # Before the GPU tests: debug_mode_gpu trains on it (CRESNET_DATA).
+  quick_data || return 1
   stage "GPU tests (ctest -L gpu)" 200 "$logs/ctest_gpu.log" \
     env CRESNET_CUDNN_LOG=1 ctest --test-dir "$build" -L gpu -V --timeout 180
   note "cuDNN plans made in the GPU tests: $(grep -c 'cuDNN: ' "$logs/ctest_gpu.log"), of them non-deterministic: $(grep -c 'cuDNN: .*non-deterministic' "$logs/ctest_gpu.log")"
@@ -541,8 +545,12 @@ mode_bench() {
 train() { # NAME LIMIT DATA [-c CONFIG -o ...]: cresnet train, its epoch lines
   local name=$1 limit=$2 data=$3
   shift 3
+  # A fresh run each time: the configs resume from their run folder, so a
+  # second call with the same name would resume a finished run and do nothing.
+  rm -rf "${runs:?}/$name"
   stage "train $name" "$limit" "$runs/$name.log" "$build/cresnet" train "$@" -o data.dir="$data" \
-    -o log.dir="$runs/$name" -o log.progress=lines -o log.tensorboard=false
+    -o log.dir="$runs/$name" -o log.progress=lines -o log.tensorboard=false \
+    -o checkpoint.resume=none
   local rc=$?
   grep -E '^epoch [0-9]+:|time per step|error' "$runs/$name.log"
   return $rc
@@ -596,13 +604,14 @@ mode_full() {
   full_data || return 1
   timeout 60 "$build/cresnet" data verify --dir "$full" || return 1
   local start=$SECONDS
-  train "full-$model" 100000 "$full" -c "configs/resnet_$model.yaml" -o device.type=cuda \
+  local name=full-$model-$epochs-$precision
+  train "$name" 100000 "$full" -c "configs/resnet_$model.yaml" -o device.type=cuda \
     -o train.epochs="$epochs" -o train.precision="$precision"
   note "whole job (cresnet train, start to exit): $((SECONDS - start)) s"
   {
     note "### $model, $epochs epochs in $precision on the whole CIFAR-10, $(timeout 10 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), $(date -u +%Y-%m-%d)"
     note ""
-    grep -E '^epoch [0-9]+:' "$runs/full-$model.log" | tail -5 | sed 's/^/    /'
+    grep -E '^epoch [0-9]+:' "$runs/$name.log" | tail -5 | sed 's/^/    /'
   } >"$OUT/table.md"
 }
 
