@@ -37,6 +37,11 @@ void cr_set_abort_hook(cr_abort_hook hook, void *context);
 _Noreturn void cr_fatal(int code, const char *where, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The exit code of the error this process has printed and is ending
+ * with, 0 while there is none. Async-signal-safe: a signal handler that
+ * would report why the process ends says nothing more then. */
+int cr_fatal_reported(void);
+
 /* Like cr_fatal, with the source location appended for library failures. */
 _Noreturn void cr_fatal_at(int code, const char *file, int line, const char *where, const char *fmt,
                            ...) __attribute__((format(printf, 5, 6)));

@@ -148,20 +148,26 @@ static const cr_comm_ops mpi_ops = {
     .abort = mpi_abort,
 };
 
-/* A fatal error on one rank must end all of them: abort the job. */
+/* A fatal error on one rank must end all of them: abort the job. A job of
+ * one has nothing to end but itself, which exit does without MPI_Abort's
+ * banner under the one-line error. */
 static void abort_job(int exit_code, void *context) {
-    if (exit_code != CR_EXIT_OK) mpi_abort((cr_comm *)context, exit_code);
+    cr_comm *comm = context;
+    if (exit_code != CR_EXIT_OK && comm->world_size > 1) mpi_abort(comm, exit_code);
 }
 
 /* The watchdog's way to end the job. */
 static void abandon_job(void *context, int exit_code) { mpi_abort((cr_comm *)context, exit_code); }
 
-/* mpirun sends SIGTERM to the survivors when a rank dies. Only
- * async-signal-safe calls here. */
+/* mpirun sends SIGTERM to the survivors when a rank dies or aborts, and
+ * Slurm to every rank when the job is cancelled. A rank already ending on
+ * an error of its own (the same bad config on every rank) has said why.
+ * Only async-signal-safe calls here. */
 static void on_terminate(int sig) {
     (void)sig;
-    static const char msg[] =
-        "cresnet: error: mpi: job terminated by the launcher: a rank was lost\n";
+    if (cr_fatal_reported()) _exit(cr_fatal_reported());
+    static const char msg[] = "cresnet: error: mpi: job terminated by the launcher (SIGTERM): "
+                              "another rank failed or was lost, or the job was cancelled\n";
     ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
     (void)ignored;
     _exit(CR_EXIT_COMM);

@@ -841,12 +841,21 @@ static int is_set(const origins *o, const char *path) {
     return o && o->from[find_key(path) - keys] != FROM_DEFAULT;
 }
 
+/* For a check between two keys, the one whose value came last (an
+ * override before a file's line, either before a default): the user's
+ * change that made the pair fail. `checked` when both came alike. */
+static const char *pair_key(const origins *o, const char *checked, const char *other) {
+    if (!o) return checked;
+    return o->from[find_key(other) - keys] > o->from[find_key(checked) - keys] ? other : checked;
+}
+
 static void validate(const cr_config *cfg, const origins *o, const char *fallback) {
     char where[CR_PATH_MAX + 64], err[256];
     const char *model_key = is_set(o, "model.blocks")   ? "model.blocks"
                             : is_set(o, "model.widths") ? "model.widths"
                                                         : "model.arch";
 #define WHERE(key) where_of(o, key, fallback, where, sizeof where)
+#define WHERE2(checked, other) WHERE(pair_key(o, checked, other))
     if (strcmp(cfg->model.arch, "custom") != 0) {
         const char *list = cfg->model.num_widths ? "model.widths" : "model.blocks";
         if (cfg->model.num_widths || cfg->model.num_blocks)
@@ -861,25 +870,26 @@ static void validate(const cr_config *cfg, const origins *o, const char *fallbac
 
     const char *precision = precision_names[cfg->train.precision];
     if (cfg->device.type == CR_DEVICE_CPU && cfg->train.precision == CR_PRECISION_TF32)
-        cr_fatal(CR_EXIT_USAGE, WHERE("train.precision"),
+        cr_fatal(CR_EXIT_USAGE, WHERE2("train.precision", "device.type"),
                  "train.precision: %s needs device.type cuda (device.type is cpu)", precision);
     if (cfg->device.type == CR_DEVICE_CPU && cfg->dist.backend == CR_DIST_NCCL)
-        cr_fatal(CR_EXIT_USAGE, WHERE("dist.backend"),
+        cr_fatal(CR_EXIT_USAGE, WHERE2("dist.backend", "device.type"),
                  "dist.backend: nccl needs device.type cuda (device.type is cpu)");
 
     /* PyTorch's SGD refuses Nesterov without momentum. */
     if (cfg->optimizer.nesterov && cfg->optimizer.momentum <= 0)
-        cr_fatal(CR_EXIT_USAGE, WHERE("optimizer.nesterov"),
+        cr_fatal(CR_EXIT_USAGE, WHERE2("optimizer.nesterov", "optimizer.momentum"),
                  "optimizer.nesterov: needs optimizer.momentum > 0");
     if (cfg->schedule.name == CR_SCHEDULE_CYCLIC && cfg->schedule.max_lr < cfg->schedule.base_lr)
-        cr_fatal(CR_EXIT_USAGE, WHERE("schedule.max_lr"),
+        cr_fatal(CR_EXIT_USAGE, WHERE2("schedule.max_lr", "schedule.base_lr"),
                  "schedule.max_lr: must be >= schedule.base_lr (%.9g), got %.9g",
                  cfg->schedule.base_lr, cfg->schedule.max_lr);
     if (cfg->schedule.cycle_momentum && cfg->schedule.base_momentum > cfg->schedule.max_momentum)
-        cr_fatal(CR_EXIT_USAGE, WHERE("schedule.base_momentum"),
+        cr_fatal(CR_EXIT_USAGE, WHERE2("schedule.base_momentum", "schedule.max_momentum"),
                  "schedule.base_momentum: must be <= schedule.max_momentum (%.9g), got %.9g",
                  cfg->schedule.max_momentum, cfg->schedule.base_momentum);
     if (!cfg->log.dir[0]) cr_fatal(CR_EXIT_USAGE, WHERE("log.dir"), "log.dir: must not be empty");
+#undef WHERE2
 #undef WHERE
 }
 

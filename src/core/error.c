@@ -14,6 +14,7 @@ static _Atomic(cr_abort_hook) abort_hook;
 static void *_Atomic abort_context;
 static atomic_flag ending = ATOMIC_FLAG_INIT; /* a thread is ending the process */
 static _Thread_local int ending_here;         /* ... and it is this one */
+static atomic_int reported;                   /* the exit code of an error printed */
 
 void cr_set_abort_hook(cr_abort_hook hook, void *context) {
     /* A context outlives its hook: a thread that took the hook just before
@@ -22,6 +23,7 @@ void cr_set_abort_hook(cr_abort_hook hook, void *context) {
      * instead of ending the process, and they set it again for each input. */
     if (hook) {
         ending_here = 0;
+        atomic_store(&reported, 0);
         atomic_flag_clear(&ending);
         atomic_store(&abort_context, context);
     }
@@ -45,6 +47,8 @@ static _Noreturn void finish(int code) {
     exit(code);
 }
 
+int cr_fatal_reported(void) { return atomic_load(&reported); }
+
 void cr_fatal(int code, const char *where, const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
@@ -52,6 +56,7 @@ void cr_fatal(int code, const char *where, const char *fmt, ...) {
     vfprintf(stderr, fmt, args);
     fputc('\n', stderr);
     va_end(args);
+    atomic_store(&reported, code);
     finish(code);
 }
 
@@ -62,6 +67,7 @@ void cr_fatal_at(int code, const char *file, int line, const char *where, const 
     vfprintf(stderr, fmt, args);
     fprintf(stderr, " (at %s:%d)\n", file, line);
     va_end(args);
+    atomic_store(&reported, code);
     finish(code);
 }
 

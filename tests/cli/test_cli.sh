@@ -29,6 +29,12 @@ expect_error 2 "^cresnet: error: model.arch: unknown model 'tiny'" summary -m ti
 expect_error 2 '^cresnet: error: summary: missing -m' summary
 expect_error 2 "^cresnet: error: summary: unexpected argument '--bogus'" summary --bogus
 expect_error 2 "^cresnet: error: command line: unknown subcommand 'fly'" fly
+# A flag the subcommand does not read is refused, not dropped.
+expect_error 2 "^cresnet: error: summary -m: -o is not an option here" summary -m small -o train.epochs=2
+expect_error 2 "^cresnet: error: summary -m: -c is not an option here" summary -m small -c x.yaml
+expect_error 2 "^cresnet: error: data verify: --from is not an option here" data verify --dir /nowhere --from a.tar.gz
+expect_error 2 "^cresnet: error: train: --steps is not an option here" train -c x.yaml --steps 5
+expect_error 2 "^cresnet: error: eval: --dir is not an option here" eval --dir /nowhere -c x.yaml
 
 expect_error 2 "^cresnet: error: --md5: expected 32 hex digits" data fetch --md5 abc --dir "${TMPDIR:-/tmp}/cresnet-cli-$$"
 expect_error 3 "^cresnet: error: .*/nowhere/data_batch_1.bin: cannot open" data verify --dir /nowhere

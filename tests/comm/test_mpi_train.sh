@@ -5,7 +5,8 @@
 #     within 1e-5 relative, final weights within 1e-4 (relative L2 per tensor);
 #  2. a checkpoint written with 4 ranks resumes with 2 and continues the same
 #     trajectory;
-#  3. a global batch that does not divide among the ranks is exit 2;
+#  3. a global batch that does not divide among the ranks is exit 2, one
+#     line a rank;
 #  4. a rank killed with SIGKILL ends the job: the others exit with code 6
 #     and a message, mpirun names the lost rank, within 60 s;
 #  5. a rank that hangs without dying (SIGSTOP) ends the job too: the other
@@ -92,8 +93,10 @@ python3 "$compare" --rtol 1e-4 "$work/switch/checkpoints/epoch_0002.safetensors"
 
 # 3. Indivisible global batch.
 err=$(run 3 "$work/odd" -o train.epochs=1 2>&1 >/dev/null); rc=$?
+# One line a rank at most: a rank already ending on the error says nothing
+# more when mpirun's SIGTERM reaches it.
 [ $rc -eq 2 ] && grep -q "train.batch_size: 64 is not divisible by the 3 ranks" <<<"$err" \
-  && ok || fail "np=3 batch 64: exit $rc: $err"
+  && [ "$(grep -c '^cresnet: error:' <<<"$err")" -le 3 ] && ok || fail "np=3 batch 64: exit $rc: $err"
 
 # 4. A lost rank.
 run 4 "$work/kill" -o train.epochs=50 -o checkpoint.resume=none >"$work/kill.out" 2>"$work/kill.err" &
@@ -102,10 +105,11 @@ victim=$(rank_pid_once_stepping "$work/kill" 2)
 [ -n "$victim" ] && kill -9 "$victim"
 start=$(date +%s)
 wait "$job"
+rc=$?
 took=$(( $(date +%s) - start ))
-survivors=$(grep -c "^cresnet: error: mpi: job terminated by the launcher: a rank was lost$" "$work/kill.err")
-echo "lost rank: job ended after ${took}s, $survivors survivors reported"
-[ -n "$victim" ] && [ "$took" -le 60 ] && [ "$survivors" -eq 3 ] \
+survivors=$(grep -c "^cresnet: error: mpi: job terminated by the launcher (SIGTERM): another rank failed or was lost" "$work/kill.err")
+echo "lost rank: job ended after ${took}s with exit $rc, $survivors survivors reported"
+[ -n "$victim" ] && [ "$took" -le 60 ] && [ "$survivors" -eq 3 ] && [ $rc -ne 0 ] \
   && grep -q "process rank 2 .*exited on signal 9" "$work/kill.err" && ok \
   || { fail "lost rank handling"; cat "$work/kill.err"; }
 

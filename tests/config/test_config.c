@@ -94,6 +94,58 @@ static void test_recipe_files(const char *root) {
     CHECK(!strcmp(c.log.dir, "runs/debug") && c.log.every_steps == 10, "debug log");
 }
 
+/* The key paths of a YAML file laid out as cr_config_write and configs/
+ * lay it out (two spaces a level, a key a line, `#` comments), into out as
+ * "\nsection.key\nsection.other\n": a path is found whole by "\nPATH\n". */
+static void key_paths(FILE *in, char *out, size_t len) {
+    char line[512], sections[4][64];
+    size_t used = (size_t)snprintf(out, len, "\n");
+    while (fgets(line, sizeof line, in)) {
+        line[strcspn(line, "#\n")] = '\0';
+        int depth = (int)strspn(line, " ") / 2;
+        char *name = line + 2 * depth, *colon = strchr(name, ':');
+        if (!colon || depth >= 4) continue;
+        snprintf(sections[depth], sizeof sections[depth], "%.*s", (int)(colon - name), name);
+        if (colon[1 + strspn(colon + 1, " ")] == '\0') continue; /* a section: keys follow */
+        for (int d = 0; d <= depth && used < len; d++)
+            used += (size_t)snprintf(out + used, len - used, "%s%s", sections[d],
+                                     d == depth ? "\n" : ".");
+    }
+}
+
+/* configs/resnet_*.yaml say they list every key: each key the trainer
+ * writes into a run's config.yaml is there. */
+static void test_recipe_files_list_every_key(const char *root) {
+    static char written[8192], listed[8192];
+    cr_config defaults;
+    cr_config_defaults(&defaults);
+    FILE *f = tmpfile();
+    CHECK(f != NULL, "tmpfile");
+    if (!f) return;
+    cr_config_write(&defaults, f);
+    rewind(f);
+    key_paths(f, written, sizeof written);
+    fclose(f);
+    CHECK(strstr(written, "\ntrain.epochs\n") && strstr(written, "\ndata.augment.hflip\n"),
+          "written keys: %.200s", written);
+    const char *models[] = {"small", "medium", "large"};
+    for (int i = 0; i < 3; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/configs/resnet_%s.yaml", root, models[i]);
+        FILE *in = fopen(path, "r");
+        CHECK(in != NULL, "open %s", path);
+        if (!in) continue;
+        key_paths(in, listed, sizeof listed);
+        fclose(in);
+        for (char *key = written, *end; (end = strchr(key + 1, '\n')); key = end) {
+            char wanted[128];
+            snprintf(wanted, sizeof wanted, "%.*s", (int)(end - key + 1), key);
+            CHECK(strstr(listed, wanted) != NULL, "%s lacks %.*s", path, (int)(end - key - 1),
+                  key + 1);
+        }
+    }
+}
+
 /* Whatever else lands in configs/ must load too. */
 static void test_all_files(const char *root) {
     char dir_path[512];
@@ -415,6 +467,12 @@ static void test_errors(void) {
     expect_file_error("schedule:\n  base_lr: 0.1\n  max_lr: 0.01\n", NULL,
                       "3:11: schedule.max_lr: must be >= schedule.base_lr (0.100000001), got "
                       "0.00999999978");
+    /* a check between two keys points at the one the user set */
+    expect_file_error("optimizer:\n  momentum: 0\n", NULL,
+                      "2:13: optimizer.nesterov: needs optimizer.momentum > 0");
+    expect_file_error("schedule:\n  base_lr: 0.5\n", NULL,
+                      "2:12: schedule.max_lr: must be >= schedule.base_lr (0.5), got "
+                      "0.00999999978");
     expect_file_error("checkpoint:\n  resume: ''\n", NULL,
                       "2:11: checkpoint.resume: expected auto, none or a checkpoint path, got ''");
 
@@ -424,6 +482,11 @@ static void test_errors(void) {
     expect_error(path, "train.precision=tf32",
                  "cresnet: error: -o train.precision: train.precision: tf32 needs device.type "
                  "cuda (device.type is cpu)");
+    write_file("tf32.yaml", "train:\n  precision: tf32\n", path, sizeof path);
+    expect_error(path, "device.type=cpu",
+                 "cresnet: error: -o device.type: train.precision: tf32 needs device.type "
+                 "cuda (device.type is cpu)");
+    write_file("cpu.yaml", "device:\n  type: cpu\n", path, sizeof path);
     expect_error(path, "dist.backend=nccl",
                  "cresnet: error: -o dist.backend: dist.backend: nccl needs device.type cuda "
                  "(device.type is cpu)");
@@ -467,6 +530,7 @@ int main(int argc, char **argv) {
     }
     test_defaults();
     test_recipe_files(argv[1]);
+    test_recipe_files_list_every_key(argv[1]);
     test_all_files(argv[1]);
     test_yaml_forms();
     test_overrides();
