@@ -324,9 +324,9 @@ typedef struct {
 cr_backend *cr_backend_cuda_create(int device, const cr_cuda_options *options);
 /* Visible CUDA devices; 0 when there is none or no driver (not an error). */
 int cr_cuda_device_count(void);
-/* The 16 bytes that name device `device`'s physical GPU (nvidia-smi's
- * GPU-... UUID): the same GPU has the same id in every process, whichever
- * index CUDA_VISIBLE_DEVICES or Slurm's --gpus-per-task give it there. */
+/* The UUID CUDA gives device `device` (nvidia-smi's GPU-..., 16 bytes):
+ * the same GPU has the same id in every process, whichever index
+ * CUDA_VISIBLE_DEVICES or Slurm's --gpus-per-task give it there. */
 void cr_cuda_device_uuid(int device, unsigned char uuid[16]);
 /* The backend's CUDA stream (a cudaStream_t), on which all its ops run in
  * order: the NCCL communicator queues its collectives there. */

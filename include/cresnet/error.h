@@ -38,8 +38,10 @@ _Noreturn void cr_fatal(int code, const char *where, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* The exit code of the error this process has printed and is ending
- * with, 0 while there is none. Async-signal-safe: a signal handler that
- * would report why the process ends says nothing more then. */
+ * with, 0 while there is none; while another thread is writing its error
+ * line, waits (2 s at most) for it to finish. Async-signal-safe: a signal
+ * handler that would report why the process ends says nothing more then.
+ * The thread that reports an error has SIGTERM blocked from then on. */
 int cr_fatal_reported(void);
 
 /* Like cr_fatal, with the source location appended for library failures. */

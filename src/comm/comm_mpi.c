@@ -31,6 +31,7 @@ typedef struct {
      * MPI_Abort) only if the library gave MPI_THREAD_MULTIPLE. */
     int any_thread;
     pthread_t main_thread;
+    int singleton; /* started without a launcher: this process is the job */
 } mpi_context;
 
 #define CR_MPI(call)                                                                               \
@@ -115,6 +116,9 @@ static void mpi_barrier(cr_comm *comm) {
 
 static void mpi_abort(cr_comm *comm, int exit_code) {
     mpi_context *ctx = ctx_of(comm);
+    /* Nothing else to end, and Open MPI's MPI_Abort in a singleton prints
+     * a garbled banner under the one-line error. */
+    if (ctx->singleton) _exit(exit_code);
     if (ctx->any_thread || pthread_equal(pthread_self(), ctx->main_thread))
         MPI_Abort(MPI_COMM_WORLD, exit_code);
     /* MPI_Abort does not return; this is for a broken MPI, or a watchdog
@@ -148,12 +152,9 @@ static const cr_comm_ops mpi_ops = {
     .abort = mpi_abort,
 };
 
-/* A fatal error on one rank must end all of them: abort the job. A job of
- * one has nothing to end but itself, which exit does without MPI_Abort's
- * banner under the one-line error. */
+/* A fatal error on one rank must end all of them: abort the job. */
 static void abort_job(int exit_code, void *context) {
-    cr_comm *comm = context;
-    if (exit_code != CR_EXIT_OK && comm->world_size > 1) mpi_abort(comm, exit_code);
+    if (exit_code != CR_EXIT_OK) mpi_abort((cr_comm *)context, exit_code);
 }
 
 /* The watchdog's way to end the job. */
@@ -165,7 +166,8 @@ static void abandon_job(void *context, int exit_code) { mpi_abort((cr_comm *)con
  * Only async-signal-safe calls here. */
 static void on_terminate(int sig) {
     (void)sig;
-    if (cr_fatal_reported()) _exit(cr_fatal_reported());
+    int reported = cr_fatal_reported();
+    if (reported) _exit(reported);
     static const char msg[] = "cresnet: error: mpi: job terminated by the launcher (SIGTERM): "
                               "another rank failed or was lost, or the job was cancelled\n";
     ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -189,13 +191,14 @@ int cr_comm_mpi_launched(void) {
 }
 
 cr_comm *cr_comm_mpi_create(double timeout_s) {
-    int provided;
+    int provided, singleton = !cr_comm_mpi_launched(); /* before MPI_Init sets those */
     /* Only the main thread calls MPI (FUNNELED would do), except for the
      * watchdog's MPI_Abort, for which MULTIPLE is asked. */
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
         cr_fatal(CR_EXIT_COMM, "mpi", "MPI_Init_thread failed");
     mpi_context *ctx = cr_calloc(1, sizeof *ctx, "communicator");
     ctx->any_thread = provided == MPI_THREAD_MULTIPLE;
+    ctx->singleton = singleton;
     ctx->main_thread = pthread_self();
     ctx->world = MPI_COMM_WORLD;
     CR_MPI(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));

@@ -243,6 +243,8 @@ typedef enum { FROM_DEFAULT, FROM_FILE, FROM_OVERRIDE } origin_kind;
 typedef struct {
     const char *file; /* NULL when there is no config file */
     origin_kind from[NUM_KEYS];
+    int set_order[NUM_KEYS]; /* 0: a default; else the n-th value applied */
+    int num_set;
     yaml_mark_t mark[NUM_KEYS];       /* FROM_FILE */
     const char *assignment[NUM_KEYS]; /* FROM_OVERRIDE: the caller's "key=value" */
 } origins;
@@ -660,6 +662,7 @@ static void apply_node(const source *src, const char *path, const yaml_node_t *k
         if (src->origins) {
             size_t i = (size_t)(k - keys);
             src->origins->from[i] = src->file ? FROM_FILE : FROM_OVERRIDE;
+            src->origins->set_order[i] = ++src->origins->num_set;
             src->origins->mark[i] = value->start_mark;
             src->origins->assignment[i] = src->assignment;
         }
@@ -837,23 +840,22 @@ static const char *where_of(const origins *o, const char *path, const char *fall
     return fallback;
 }
 
-static int is_set(const origins *o, const char *path) {
-    return o && o->from[find_key(path) - keys] != FROM_DEFAULT;
+/* How late a key's value came: a default, the file, then the overrides in
+ * their order (the file's lines are not ranked among themselves). */
+static int lateness(const origins *o, const char *path) {
+    size_t i = (size_t)(find_key(path) - keys);
+    return o->from[i] == FROM_OVERRIDE ? FROM_OVERRIDE + o->set_order[i] : (int)o->from[i];
 }
 
-/* For a check between two keys, the one whose value came last (an
- * override before a file's line, either before a default): the user's
- * change that made the pair fail. `checked` when both came alike. */
+/* For a check between two keys, the one set last: the user's change that
+ * made the pair fail. `checked` (the key the message names) on a tie. */
 static const char *pair_key(const origins *o, const char *checked, const char *other) {
-    if (!o) return checked;
-    return o->from[find_key(other) - keys] > o->from[find_key(checked) - keys] ? other : checked;
+    return o && lateness(o, other) > lateness(o, checked) ? other : checked;
 }
 
 static void validate(const cr_config *cfg, const origins *o, const char *fallback) {
     char where[CR_PATH_MAX + 64], err[256];
-    const char *model_key = is_set(o, "model.blocks")   ? "model.blocks"
-                            : is_set(o, "model.widths") ? "model.widths"
-                                                        : "model.arch";
+    const char *model_key = pair_key(o, pair_key(o, "model.blocks", "model.widths"), "model.arch");
 #define WHERE(key) where_of(o, key, fallback, where, sizeof where)
 #define WHERE2(checked, other) WHERE(pair_key(o, checked, other))
     if (strcmp(cfg->model.arch, "custom") != 0) {

@@ -2,11 +2,17 @@
 #include "cresnet/error.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+/* cr_fatal_reported is read from signal handlers. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic_int must be lock-free");
+enum { WRITING_LINE = -1 };
 
 /* The only process-wide state outside main: a fatal error can happen in any
  * module and any thread, and it must be able to take the whole MPI job down. */
@@ -14,7 +20,7 @@ static _Atomic(cr_abort_hook) abort_hook;
 static void *_Atomic abort_context;
 static atomic_flag ending = ATOMIC_FLAG_INIT; /* a thread is ending the process */
 static _Thread_local int ending_here;         /* ... and it is this one */
-static atomic_int reported;                   /* the exit code of an error printed */
+static atomic_int reported; /* 0, WRITING_LINE, then the exit code of the error printed */
 
 void cr_set_abort_hook(cr_abort_hook hook, void *context) {
     /* A context outlives its hook: a thread that took the hook just before
@@ -47,27 +53,73 @@ static _Noreturn void finish(int code) {
     exit(code);
 }
 
-int cr_fatal_reported(void) { return atomic_load(&reported); }
+int cr_fatal_reported(void) {
+    /* Another thread is writing its line (never this one: that thread has
+     * SIGTERM blocked). A bounded wait: a stuck stderr must not hang us. */
+    for (int waited_ms = 0; atomic_load(&reported) == WRITING_LINE && waited_ms < 2000;
+         waited_ms += 10)
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    int code = atomic_load(&reported);
+    return code == WRITING_LINE ? 0 : code;
+}
+
+/* buf[used..] += the formatted text, cut to fit in cap bytes with its NUL. */
+static size_t append_v(char *buf, size_t used, size_t cap, const char *fmt, va_list args) {
+    int n = vsnprintf(buf + used, cap - used, fmt, args);
+    return n < 0 ? used : used + (size_t)n < cap ? used + (size_t)n : cap - 1;
+}
+
+static size_t append(char *buf, size_t used, size_t cap, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    used = append_v(buf, used, cap, fmt, args);
+    va_end(args);
+    return used;
+}
+
+/* The error line in one write(), so that lines of threads (and of ranks
+ * sharing a terminal) do not interleave. SIGTERM stays blocked on this
+ * thread from here on: the launcher's SIGTERM, sent when another rank
+ * aborts on the same error, is taken by another thread, which finds the
+ * line written (cr_fatal_reported) and adds none of its own. */
+static void report(int code, const char *where, const char *location, const char *fmt,
+                   va_list args) {
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &term, NULL);
+    int none = 0;
+    atomic_compare_exchange_strong(&reported, &none, WRITING_LINE);
+    char line[2048];
+    size_t cap = sizeof line - 1; /* room for the newline */
+    size_t n = append(line, 0, cap, "cresnet: error: %s: ", where);
+    n = append_v(line, n, cap, fmt, args);
+    n = append(line, n, cap, "%s", location);
+    line[n++] = '\n';
+    for (size_t done = 0; done < n;) {
+        ssize_t w = write(STDERR_FILENO, line + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        done += (size_t)w;
+    }
+    atomic_store(&reported, code);
+}
 
 void cr_fatal(int code, const char *where, const char *fmt, ...) {
     va_list args;
     va_start(args, fmt);
-    fprintf(stderr, "cresnet: error: %s: ", where);
-    vfprintf(stderr, fmt, args);
-    fputc('\n', stderr);
+    report(code, where, "", fmt, args);
     va_end(args);
-    atomic_store(&reported, code);
     finish(code);
 }
 
 void cr_fatal_at(int code, const char *file, int line, const char *where, const char *fmt, ...) {
+    char location[512];
+    snprintf(location, sizeof location, " (at %s:%d)", file, line);
     va_list args;
     va_start(args, fmt);
-    fprintf(stderr, "cresnet: error: %s: ", where);
-    vfprintf(stderr, fmt, args);
-    fprintf(stderr, " (at %s:%d)\n", file, line);
+    report(code, where, location, fmt, args);
     va_end(args);
-    atomic_store(&reported, code);
     finish(code);
 }
 

@@ -128,6 +128,24 @@ static int gpu_of_rank(cr_comm *comm, int gpus, int gpu_per_rank) {
     free(all);
     return device;
 }
+
+/* device.type auto decides on each rank: a rank without a GPU would train
+ * on the CPU while the others wait for it in collectives of another kind.
+ * The ranks compare what they see, and a mixed job ends here, naming a
+ * rank of each kind. */
+static void check_auto_agrees(cr_comm *comm, int gpus) {
+    if (comm->world_size == 1) return;
+    int *all = cr_calloc((size_t)comm->world_size, sizeof gpus, "GPU counts");
+    comm->ops->allgather(comm, &gpus, all, sizeof gpus);
+    int with = -1, without = -1;
+    for (int r = comm->world_size - 1; r >= 0; r--) *(all[r] > 0 ? &with : &without) = r;
+    if (with >= 0 && without >= 0)
+        cr_fatal(CR_EXIT_USAGE, "device.type",
+                 "auto: rank %d sees %d GPUs, rank %d sees none: set device.type to cuda or "
+                 "cpu for all ranks",
+                 with, all[with], without);
+    free(all);
+}
 #endif
 
 /* device.type: cpu, cuda (one GPU per local rank), or auto (cuda when this
@@ -135,6 +153,7 @@ static int gpu_of_rank(cr_comm *comm, int gpus, int gpu_per_rank) {
 static cr_backend *backend_for(const cr_config *cfg, cr_comm *comm) {
 #ifdef CRESNET_HAVE_CUDA
     int gpus = cfg->device.type == CR_DEVICE_CPU ? 0 : cr_cuda_device_count();
+    if (cfg->device.type == CR_DEVICE_AUTO) check_auto_agrees(comm, gpus);
     if (cfg->device.type == CR_DEVICE_CUDA || (cfg->device.type == CR_DEVICE_AUTO && gpus > 0)) {
         if (gpus == 0)
             cr_fatal(CR_EXIT_USAGE, "device.type", "cuda requested, but no GPU is visible");

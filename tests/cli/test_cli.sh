@@ -36,6 +36,16 @@ expect_error 2 "^cresnet: error: data verify: --from is not an option here" data
 expect_error 2 "^cresnet: error: train: --steps is not an option here" train -c x.yaml --steps 5
 expect_error 2 "^cresnet: error: eval: --dir is not an option here" eval --dir /nowhere -c x.yaml
 
+# MPI started without a launcher (a singleton): the error is still one line,
+# without Open MPI's MPI_Abort banner under it.
+if "$cresnet" train -o dist.backend=mpi -o device.type=cpu -o data.dir=/nowhere \
+  -o log.dir="${TMPDIR:-/tmp}/cresnet-cli-$$" -c /dev/null 2>&1 | grep -q "this build has no MPI"; then
+  echo "SKIPPED: singleton MPI (this build has no MPI)"
+else
+  expect_error 3 "^cresnet: error: /nowhere/.*: cannot open" train -o dist.backend=mpi \
+    -o device.type=cpu -o data.dir=/nowhere -o log.dir="${TMPDIR:-/tmp}/cresnet-cli-$$" -c /dev/null
+fi
+rm -rf "${TMPDIR:-/tmp}/cresnet-cli-$$"
 expect_error 2 "^cresnet: error: --md5: expected 32 hex digits" data fetch --md5 abc --dir "${TMPDIR:-/tmp}/cresnet-cli-$$"
 expect_error 3 "^cresnet: error: .*/nowhere/data_batch_1.bin: cannot open" data verify --dir /nowhere
 

@@ -366,7 +366,8 @@ static void test_digest(void) {
 /* ------------------------------------------------------------------------
  * Errors: each in a child, checking exit code 2 and the start of stderr. */
 
-static void expect_error(const char *file, const char *override, const char *expected) {
+static void expect_error_n(const char *file, const char *const *overrides, int num_overrides,
+                           const char *expected) {
     int fds[2];
     if (pipe(fds) != 0) {
         perror("pipe");
@@ -378,7 +379,7 @@ static void expect_error(const char *file, const char *override, const char *exp
         close(fds[0]);
         dup2(fds[1], 2);
         cr_config c;
-        cr_config_load(file, override ? &override : NULL, override ? 1 : 0, &c);
+        cr_config_load(file, overrides, num_overrides, &c);
         _exit(0); /* no error: the parent reports it */
     }
     close(fds[1]);
@@ -398,6 +399,10 @@ static void expect_error(const char *file, const char *override, const char *exp
 }
 
 /* The file of `text`, loaded, must fail with "cresnet: error: FILE:" + rest. */
+static void expect_error(const char *file, const char *override, const char *expected) {
+    expect_error_n(file, override ? &override : NULL, override ? 1 : 0, expected);
+}
+
 static void expect_file_error(const char *text, const char *override, const char *rest) {
     char path[512], expected[1024];
     write_file("bad.yaml", text, path, sizeof path);
@@ -486,6 +491,19 @@ static void test_errors(void) {
     expect_error(path, "device.type=cpu",
                  "cresnet: error: -o device.type: train.precision: tf32 needs device.type "
                  "cuda (device.type is cpu)");
+    /* of two overrides, the later; of a line and a default, the line */
+    const char *nesterov_last[] = {"optimizer.momentum=0", "optimizer.nesterov=true"};
+    expect_error_n(NULL, nesterov_last, 2,
+                   "cresnet: error: -o optimizer.nesterov: optimizer.nesterov: needs "
+                   "optimizer.momentum > 0");
+    const char *momentum_last[] = {"optimizer.nesterov=true", "optimizer.momentum=0"};
+    expect_error_n(NULL, momentum_last, 2,
+                   "cresnet: error: -o optimizer.momentum: optimizer.nesterov: needs "
+                   "optimizer.momentum > 0");
+    write_file("listed.yaml", "model:\n  arch: small\n  widths: []\n  blocks: []\n", path,
+               sizeof path);
+    expect_error(path, "model.arch=custom",
+                 "cresnet: error: -o model.arch: model: custom model needs 1 to 8 widths, got 0");
     write_file("cpu.yaml", "device:\n  type: cpu\n", path, sizeof path);
     expect_error(path, "dist.backend=nccl",
                  "cresnet: error: -o dist.backend: dist.backend: nccl needs device.type cuda "
@@ -538,8 +556,9 @@ int main(int argc, char **argv) {
     test_digest();
     test_errors();
 
-    const char *names[] = {"t.yaml", "o.yaml", "written.yaml", "bad.yaml", "cpu.yaml"};
-    for (int i = 0; i < 5; i++) {
+    const char *names[] = {"t.yaml",   "o.yaml",    "written.yaml", "bad.yaml",
+                           "cpu.yaml", "tf32.yaml", "listed.yaml"};
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++) {
         char path[512];
         snprintf(path, sizeof path, "%s/%s", tmp_dir, names[i]);
         remove(path);

@@ -4,12 +4,17 @@
  *  2. several threads failing at once run the hook once: the first ends
  *     the process through it, the others wait (none exits under it with
  *     its own code);
- *  3. an error inside the hook does not run the hook again. */
+ *  3. an error inside the hook does not run the hook again;
+ *  4. a SIGTERM while a thread ends on an error (the launcher's, when
+ *     another rank aborts) reaches another thread, whose handler finds the
+ *     error reported (cr_fatal_reported) and exits with its code. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
 #include "cresnet/error.h"
 
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -40,6 +45,39 @@ static void failing_hook(int code, void *context) {
     (void)code, (void)context;
     write_byte('f');
     cr_fatal(11, "test", "an error inside the hook");
+}
+
+static atomic_int in_hook;
+
+static void slow_hook(int code, void *context) {
+    (void)code, (void)context;
+    write_byte('e');
+    atomic_store(&in_hook, 1);
+    nanosleep(&(struct timespec){.tv_sec = 2}, NULL); /* the SIGTERM lands meanwhile */
+    _exit(98);
+}
+
+/* What comm_mpi.c's SIGTERM handler does. */
+static void on_terminate(int sig) {
+    (void)sig;
+    int reported = cr_fatal_reported();
+    write_byte(reported == 5 ? 's' : '?');
+    _exit(reported ? reported : 6);
+}
+
+static void *fail_slowly(void *arg) {
+    (void)arg;
+    cr_fatal(5, "test", "failure on a thread");
+}
+
+static void sigterm_during_error(void) {
+    signal(SIGTERM, on_terminate);
+    cr_set_abort_hook(slow_hook, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, fail_slowly, NULL);
+    while (!atomic_load(&in_hook)) nanosleep(&(struct timespec){.tv_nsec = 1000 * 1000}, NULL);
+    kill(getpid(), SIGTERM); /* to the process: the failing thread has it blocked */
+    pthread_join(t, NULL);
 }
 
 static pthread_barrier_t start;
@@ -108,5 +146,8 @@ int main(void) {
     code = in_child(error_in_hook, written, sizeof written);
     CHECK(code == 11 && strcmp(written, "f") == 0, "error in the hook: exit %d, hook wrote '%s'",
           code, written);
+    code = in_child(sigterm_during_error, written, sizeof written);
+    CHECK(code == 5 && strcmp(written, "es") == 0,
+          "SIGTERM during an error: exit %d, hook and handler wrote '%s'", code, written);
     return check_finish();
 }
