@@ -198,7 +198,6 @@ cr_comm *cr_comm_mpi_create(double timeout_s) {
         cr_fatal(CR_EXIT_COMM, "mpi", "MPI_Init_thread failed");
     mpi_context *ctx = cr_calloc(1, sizeof *ctx, "communicator");
     ctx->any_thread = provided == MPI_THREAD_MULTIPLE;
-    ctx->singleton = singleton;
     ctx->main_thread = pthread_self();
     ctx->world = MPI_COMM_WORLD;
     CR_MPI(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
@@ -207,6 +206,9 @@ cr_comm *cr_comm_mpi_create(double timeout_s) {
     comm->context = ctx;
     CR_MPI(MPI_Comm_rank(ctx->world, &comm->rank));
     CR_MPI(MPI_Comm_size(ctx->world, &comm->world_size));
+    /* A launcher unknown to cr_comm_mpi_launched (srun --mpi=none over
+     * Slurm's PMI) still shows in the size: several ranks always abort. */
+    ctx->singleton = singleton && comm->world_size == 1;
     /* Ranks sharing a node: the local rank picks the GPU. */
     CR_MPI(MPI_Comm_split_type(ctx->world, MPI_COMM_TYPE_SHARED, comm->rank, MPI_INFO_NULL,
                                &ctx->node));

@@ -861,7 +861,7 @@ static void validate(const cr_config *cfg, const origins *o, const char *fallbac
     if (strcmp(cfg->model.arch, "custom") != 0) {
         const char *list = cfg->model.num_widths ? "model.widths" : "model.blocks";
         if (cfg->model.num_widths || cfg->model.num_blocks)
-            cr_fatal(CR_EXIT_USAGE, WHERE(list),
+            cr_fatal(CR_EXIT_USAGE, WHERE2(list, "model.arch"),
                      "%s: only used with model.arch custom (arch is %s)", list, cfg->model.arch);
     } else {
         cr_model_desc desc;

@@ -32,6 +32,10 @@ void cr_set_abort_hook(cr_abort_hook hook, void *context) {
         atomic_store(&reported, 0);
         atomic_flag_clear(&ending);
         atomic_store(&abort_context, context);
+        sigset_t term; /* blocked by an earlier report on this thread */
+        sigemptyset(&term);
+        sigaddset(&term, SIGTERM);
+        pthread_sigmask(SIG_UNBLOCK, &term, NULL);
     }
     atomic_store(&abort_hook, hook);
 }
@@ -78,10 +82,12 @@ static size_t append(char *buf, size_t used, size_t cap, const char *fmt, ...) {
 }
 
 /* The error line in one write(), so that lines of threads (and of ranks
- * sharing a terminal) do not interleave. SIGTERM stays blocked on this
- * thread from here on: the launcher's SIGTERM, sent when another rank
- * aborts on the same error, is taken by another thread, which finds the
- * line written (cr_fatal_reported) and adds none of its own. */
+ * sharing a terminal) do not interleave; PIPE_BUF bytes at most, which a
+ * pipe takes whole. SIGTERM stays blocked on this thread from here on: the
+ * launcher's SIGTERM, sent when another rank aborts on the same error, is
+ * taken by another thread, which finds the line written
+ * (cr_fatal_reported) and adds none of its own. Of threads reporting at
+ * once, the first one's code is the one reported. */
 static void report(int code, const char *where, const char *location, const char *fmt,
                    va_list args) {
     sigset_t term;
@@ -89,12 +95,13 @@ static void report(int code, const char *where, const char *location, const char
     sigaddset(&term, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &term, NULL);
     int none = 0;
-    atomic_compare_exchange_strong(&reported, &none, WRITING_LINE);
-    char line[2048];
-    size_t cap = sizeof line - 1; /* room for the newline */
+    int first = atomic_compare_exchange_strong(&reported, &none, WRITING_LINE);
+    char line[4096];
+    /* A message cut to fit keeps its source location. */
+    size_t cap = sizeof line - 1 - strlen(location); /* and room for the newline */
     size_t n = append(line, 0, cap, "cresnet: error: %s: ", where);
     n = append_v(line, n, cap, fmt, args);
-    n = append(line, n, cap, "%s", location);
+    n = append(line, n, sizeof line - 1, "%s", location);
     line[n++] = '\n';
     for (size_t done = 0; done < n;) {
         ssize_t w = write(STDERR_FILENO, line + done, n - done);
@@ -102,7 +109,7 @@ static void report(int code, const char *where, const char *location, const char
         if (w <= 0) break;
         done += (size_t)w;
     }
-    atomic_store(&reported, code);
+    if (first) atomic_store(&reported, code);
 }
 
 void cr_fatal(int code, const char *where, const char *fmt, ...) {

@@ -218,11 +218,12 @@ static cr_comm *gpu_comm_for(const cr_config *cfg, cr_backend *be, cr_comm *comm
 #endif
 }
 
-/* Every rank must run the same config, and start from rank 0's weights. */
-static void agree_with_rank0(run_state *rs) {
-    cr_comm *comm = rs->comm;
+/* Every rank must run the same config: checked first of all, before the
+ * ranks choose their devices (a rank on the CPU and one on a GPU would
+ * wait in collectives of different kinds). */
+static void agree_on_config(const cr_config *cfg, cr_comm *comm) {
     if (comm->world_size == 1) return;
-    uint64_t mine = cr_config_digest(rs->cfg), root = mine;
+    uint64_t mine = cr_config_digest(cfg), root = mine;
     comm->ops->broadcast(comm, &root, sizeof root, 0);
     if (root != mine) {
         char where[32];
@@ -230,6 +231,12 @@ static void agree_with_rank0(run_state *rs) {
         cr_fatal(CR_EXIT_USAGE, where, "config differs from rank 0's (digest %016llx vs %016llx)",
                  (unsigned long long)mine, (unsigned long long)root);
     }
+}
+
+/* Every rank starts from rank 0's weights. */
+static void agree_with_rank0(run_state *rs) {
+    cr_comm *comm = rs->comm;
+    if (comm->world_size == 1) return;
     const cr_model_layout *l = cr_model_get_layout(rs->model);
     comm->ops->broadcast(comm, cr_model_params(rs->model), l->param_count * sizeof(float), 0);
     comm->ops->broadcast(comm, cr_model_buffers(rs->model), l->buffer_count * sizeof(float), 0);
@@ -286,6 +293,7 @@ static void setup(run_state *rs, const cr_config *cfg, int with_train_data) {
     memset(rs, 0, sizeof *rs);
     rs->cfg = cfg;
     rs->comm = comm_for(cfg);
+    agree_on_config(cfg, rs->comm);
     rs->be = backend_for(cfg, rs->comm);
     rs->comm = gpu_comm_for(cfg, rs->be, rs->comm);
     if (cfg->train.batch_size % rs->comm->world_size != 0)

@@ -6,7 +6,7 @@
 #  2. a checkpoint written with 4 ranks resumes with 2 and continues the same
 #     trajectory;
 #  3. a global batch that does not divide among the ranks is exit 2, one
-#     line a rank;
+#     line a rank; so are ranks started with different configs;
 #  4. a rank killed with SIGKILL ends the job: the others exit with code 6
 #     and a message, mpirun names the lost rank, within 60 s;
 #  5. a rank that hangs without dying (SIGSTOP) ends the job too: the other
@@ -97,6 +97,17 @@ err=$(run 3 "$work/odd" -o train.epochs=1 2>&1 >/dev/null); rc=$?
 # more when mpirun's SIGTERM reaches it.
 [ $rc -eq 2 ] && grep -q "train.batch_size: 64 is not divisible by the 3 ranks" <<<"$err" \
   && [ "$(grep -c '^cresnet: error:' <<<"$err")" -le 3 ] && ok || fail "np=3 batch 64: exit $rc: $err"
+
+# 3b. Ranks with different configs (device.type auto on one, cpu on the
+# other: in a CUDA build they would choose devices differently): exit 2 at
+# once, before any collective of the device choice.
+err=$(timeout 60 mpirun --allow-run-as-root --oversubscribe -x OMP_NUM_THREADS=1 \
+  -np 1 "$cresnet" train -c "$root/configs/resnet_small.yaml" -o data.dir="$data" \
+  -o log.dir="$work/differ" -o device.type=auto -o dist.timeout_s=30 : \
+  -np 1 "$cresnet" train -c "$root/configs/resnet_small.yaml" -o data.dir="$data" \
+  -o log.dir="$work/differ" -o device.type=cpu -o dist.timeout_s=30 2>&1 >/dev/null); rc=$?
+[ $rc -eq 2 ] && grep -q "^cresnet: error: rank 1: config differs from rank 0's" <<<"$err" \
+  && ok || fail "different configs: exit $rc: $err"
 
 # 4. A lost rank.
 run 4 "$work/kill" -o train.epochs=50 -o checkpoint.resume=none >"$work/kill.out" 2>"$work/kill.err" &

@@ -504,6 +504,10 @@ static void test_errors(void) {
                sizeof path);
     expect_error(path, "model.arch=custom",
                  "cresnet: error: -o model.arch: model: custom model needs 1 to 8 widths, got 0");
+    write_file("listed.yaml", "model:\n  arch: custom\n  widths: [8, 16]\n", path, sizeof path);
+    expect_error(path, "model.arch=small",
+                 "cresnet: error: -o model.arch: model.widths: only used with model.arch custom "
+                 "(arch is small)");
     write_file("cpu.yaml", "device:\n  type: cpu\n", path, sizeof path);
     expect_error(path, "dist.backend=nccl",
                  "cresnet: error: -o dist.backend: dist.backend: nccl needs device.type cuda "
