@@ -858,6 +858,7 @@ static void validate(const cr_config *cfg, const origins *o, const char *fallbac
     const char *model_key = pair_key(o, pair_key(o, "model.blocks", "model.widths"), "model.arch");
 #define WHERE(key) where_of(o, key, fallback, where, sizeof where)
 #define WHERE2(checked, other) WHERE(pair_key(o, checked, other))
+#define WHERE3(checked, other, third) WHERE(pair_key(o, pair_key(o, checked, other), third))
     if (strcmp(cfg->model.arch, "custom") != 0) {
         const char *list = cfg->model.num_widths ? "model.widths" : "model.blocks";
         if (cfg->model.num_widths || cfg->model.num_blocks)
@@ -883,14 +884,17 @@ static void validate(const cr_config *cfg, const origins *o, const char *fallbac
         cr_fatal(CR_EXIT_USAGE, WHERE2("optimizer.nesterov", "optimizer.momentum"),
                  "optimizer.nesterov: needs optimizer.momentum > 0");
     if (cfg->schedule.name == CR_SCHEDULE_CYCLIC && cfg->schedule.max_lr < cfg->schedule.base_lr)
-        cr_fatal(CR_EXIT_USAGE, WHERE2("schedule.max_lr", "schedule.base_lr"),
+        cr_fatal(CR_EXIT_USAGE, WHERE3("schedule.max_lr", "schedule.base_lr", "schedule.name"),
                  "schedule.max_lr: must be >= schedule.base_lr (%.9g), got %.9g",
                  cfg->schedule.base_lr, cfg->schedule.max_lr);
     if (cfg->schedule.cycle_momentum && cfg->schedule.base_momentum > cfg->schedule.max_momentum)
-        cr_fatal(CR_EXIT_USAGE, WHERE2("schedule.base_momentum", "schedule.max_momentum"),
-                 "schedule.base_momentum: must be <= schedule.max_momentum (%.9g), got %.9g",
-                 cfg->schedule.max_momentum, cfg->schedule.base_momentum);
+        cr_fatal(
+            CR_EXIT_USAGE,
+            WHERE3("schedule.base_momentum", "schedule.max_momentum", "schedule.cycle_momentum"),
+            "schedule.base_momentum: must be <= schedule.max_momentum (%.9g), got %.9g",
+            cfg->schedule.max_momentum, cfg->schedule.base_momentum);
     if (!cfg->log.dir[0]) cr_fatal(CR_EXIT_USAGE, WHERE("log.dir"), "log.dir: must not be empty");
+#undef WHERE3
 #undef WHERE2
 #undef WHERE
 }

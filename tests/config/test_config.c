@@ -504,6 +504,10 @@ static void test_errors(void) {
                sizeof path);
     expect_error(path, "model.arch=custom",
                  "cresnet: error: -o model.arch: model: custom model needs 1 to 8 widths, got 0");
+    write_file("listed.yaml", "schedule:\n  name: constant\n  base_lr: 0.5\n", path, sizeof path);
+    expect_error(path, "schedule.name=cyclic",
+                 "cresnet: error: -o schedule.name: schedule.max_lr: must be >= schedule.base_lr "
+                 "(0.5), got 0.00999999978");
     write_file("listed.yaml", "model:\n  arch: custom\n  widths: [8, 16]\n", path, sizeof path);
     expect_error(path, "model.arch=small",
                  "cresnet: error: -o model.arch: model.widths: only used with model.arch custom "
