@@ -119,4 +119,10 @@ void cr_loader_free(cr_loader *loader);
  * component are refused; other members are ignored. */
 int cr_data_fetch(const char *dir, const char *from_file, const char *expected_md5);
 
+/* `cresnet data verify --from FILE [--md5 HEX]`: the archive's MD5 against
+ * expected_md5 (as cr_data_fetch checks it), without unpacking; prints
+ * "FILE: archive MD5 HEX: ok" and returns 0, or exits with code 3 (2 for a
+ * malformed expected_md5). */
+int cr_data_verify_archive(const char *path, const char *expected_md5);
+
 #endif

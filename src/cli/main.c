@@ -16,7 +16,7 @@ static void usage(FILE *out) {
                  "       cresnet summary (-m small|medium|large | -c CONFIG [-o key=value]...)\n"
                  "       cresnet bench   -c CONFIG [--steps N] [--warmup N] [-o key=value]...\n"
                  "       cresnet data    fetch [--dir DIR] [--from FILE] [--md5 HEX]\n"
-                 "       cresnet data    verify [--dir DIR]\n"
+                 "       cresnet data    verify [--dir DIR] [--from FILE [--md5 HEX]]\n"
                  "\n"
                  "Config keys and defaults: docs/config.md. Exit codes: 0 ok, 2 usage or config,\n"
                  "3 data, 4 checkpoint, 5 NaN/Inf, 6 communication, 70 internal error,\n"
@@ -134,7 +134,11 @@ static int cmd_data(const options *o) {
     }
     if (o->num_rest != 1 || strcmp(o->rest[0], "verify") != 0)
         cr_fatal(CR_EXIT_USAGE, "data", "expected 'fetch' or 'verify'");
-    allow_only("data verify", o, BIT(FLAG_DIR));
+    allow_only("data verify", o, BIT(FLAG_DIR) | BIT(FLAG_FROM) | BIT(FLAG_MD5));
+    if (o->md5 && !o->from) cr_fatal(CR_EXIT_USAGE, "data verify", "--md5 needs --from FILE");
+    /* --from alone checks the archive; with --dir, the folder too. */
+    if (o->from) cr_data_verify_archive(o->from, o->md5);
+    if (o->from && !o->dir) return 0;
     const char *env = getenv("CRESNET_DATA");
     const char *dir = o->dir ? o->dir : env && env[0] ? env : "./data/cifar-10-batches-bin";
     for (int train = 1; train >= 0; train--) {

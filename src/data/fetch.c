@@ -142,6 +142,14 @@ static void file_md5(fetch_state *s, const char *path, char hex[33]) {
     cr_md5_hex(digest, hex);
 }
 
+static void check_md5(fetch_state *s, const char *where, const char *actual, const char *expected) {
+    if (strcmp(actual, expected) != 0)
+        fail(s, where,
+             "MD5 mismatch: got %s, expected %s (damaged download, or a different archive: "
+             "--md5 HEX accepts a known mirror or repack)",
+             actual, expected);
+}
+
 /* ---- download ---- */
 
 #ifdef CRESNET_HAVE_CURL
@@ -571,11 +579,7 @@ int cr_data_fetch_url(const char *dir, const char *from_file, const char *expect
         archive = s->download;
     }
     file_md5(s, archive, actual);
-    if (strcmp(actual, expected) != 0)
-        fail(s, from_file ? from_file : url,
-             "MD5 mismatch: got %s, expected %s (damaged download, or a different archive: "
-             "--md5 HEX accepts a known mirror or repack)",
-             actual, expected);
+    check_md5(s, from_file ? from_file : url, actual, expected);
     extract_all(s, archive);
     install(s);
     if (s->download[0] && unlink(s->download) != 0)
@@ -591,4 +595,15 @@ int cr_data_fetch_url(const char *dir, const char *from_file, const char *expect
 
 int cr_data_fetch(const char *dir, const char *from_file, const char *expected_md5) {
     return cr_data_fetch_url(dir, from_file, expected_md5, CR_CIFAR_URL);
+}
+
+int cr_data_verify_archive(const char *path, const char *expected_md5) {
+    char expected[33], actual[33];
+    parse_md5(expected_md5 ? expected_md5 : CR_CIFAR_MD5, expected);
+    fetch_state *s = cr_calloc(1, sizeof *s, "fetch state"); /* nothing to clean up */
+    file_md5(s, path, actual);
+    check_md5(s, path, actual, expected);
+    free(s);
+    printf("%s: archive MD5 %s: ok\n", path, actual);
+    return 0;
 }

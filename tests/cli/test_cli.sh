@@ -32,7 +32,7 @@ expect_error 2 "^cresnet: error: command line: unknown subcommand 'fly'" fly
 # A flag the subcommand does not read is refused, not dropped.
 expect_error 2 "^cresnet: error: summary -m: -o is not an option here" summary -m small -o train.epochs=2
 expect_error 2 "^cresnet: error: summary -m: -c is not an option here" summary -m small -c x.yaml
-expect_error 2 "^cresnet: error: data verify: --from is not an option here" data verify --dir /nowhere --from a.tar.gz
+expect_error 2 "^cresnet: error: data verify: --steps is not an option here" data verify --dir /nowhere --steps 3
 expect_error 2 "^cresnet: error: train: --steps is not an option here" train -c x.yaml --steps 5
 expect_error 2 "^cresnet: error: eval: --dir is not an option here" eval --dir /nowhere -c x.yaml
 
@@ -48,6 +48,16 @@ fi
 rm -rf "${TMPDIR:-/tmp}/cresnet-cli-$$"
 expect_error 2 "^cresnet: error: --md5: expected 32 hex digits" data fetch --md5 abc --dir "${TMPDIR:-/tmp}/cresnet-cli-$$"
 expect_error 3 "^cresnet: error: .*/nowhere/data_batch_1.bin: cannot open" data verify --dir /nowhere
+# data verify --from FILE: the archive's MD5, without unpacking it.
+archive=$(mktemp)
+printf 'not really an archive\n' >"$archive"
+md5=$(md5sum "$archive" | cut -c1-32)
+[ "$("$cresnet" data verify --from "$archive" --md5 "$md5")" = "$archive: archive MD5 $md5: ok" ] &&
+  ok || fail "data verify --from with the file's MD5"
+expect_error 3 "^cresnet: error: $archive: MD5 mismatch: got $md5, expected c32a1d4a" \
+  data verify --from "$archive"
+expect_error 2 "^cresnet: error: data verify: --md5 needs --from FILE" data verify --md5 "$md5"
+rm -f "$archive"
 
 # Custom models through a config: a table for a good one, exit 2 for bad ones.
 cfg=$(mktemp)
