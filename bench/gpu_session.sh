@@ -549,8 +549,7 @@ train() { # NAME LIMIT DATA [-c CONFIG -o ...]: cresnet train, its epoch lines
   # second call with the same name would resume a finished run and do nothing.
   rm -rf "${runs:?}/$name"
   stage "train $name" "$limit" "$runs/$name.log" "$build/cresnet" train "$@" -o data.dir="$data" \
-    -o log.dir="$runs/$name" -o log.progress=lines -o log.tensorboard=false \
-    -o checkpoint.resume=none
+    -o log.dir="$runs/$name" -o log.progress=lines -o log.tensorboard=false
   local rc=$?
   grep -E '^epoch [0-9]+:|time per step|error' "$runs/$name.log"
   return $rc

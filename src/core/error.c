@@ -22,6 +22,14 @@ static atomic_flag ending = ATOMIC_FLAG_INIT; /* a thread is ending the process 
 static _Thread_local int ending_here;         /* ... and it is this one */
 static atomic_int reported; /* 0, WRITING_LINE, then the exit code of the error printed */
 
+/* SIG_BLOCK or SIG_UNBLOCK SIGTERM on this thread (see report). */
+static void mask_sigterm(int how) {
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pthread_sigmask(how, &term, NULL);
+}
+
 void cr_set_abort_hook(cr_abort_hook hook, void *context) {
     /* A context outlives its hook: a thread that took the hook just before
      * it was cleared still finds the context that goes with it. A new hook
@@ -32,10 +40,7 @@ void cr_set_abort_hook(cr_abort_hook hook, void *context) {
         atomic_store(&reported, 0);
         atomic_flag_clear(&ending);
         atomic_store(&abort_context, context);
-        sigset_t term; /* blocked by an earlier report on this thread */
-        sigemptyset(&term);
-        sigaddset(&term, SIGTERM);
-        pthread_sigmask(SIG_UNBLOCK, &term, NULL);
+        mask_sigterm(SIG_UNBLOCK); /* blocked by an earlier report on this thread */
     }
     atomic_store(&abort_hook, hook);
 }
@@ -90,10 +95,7 @@ static size_t append(char *buf, size_t used, size_t cap, const char *fmt, ...) {
  * once, the first one's code is the one reported. */
 static void report(int code, const char *where, const char *location, const char *fmt,
                    va_list args) {
-    sigset_t term;
-    sigemptyset(&term);
-    sigaddset(&term, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &term, NULL);
+    mask_sigterm(SIG_BLOCK);
     int none = 0;
     int first = atomic_compare_exchange_strong(&reported, &none, WRITING_LINE);
     char line[4096];

@@ -138,7 +138,10 @@ static void check_auto_agrees(cr_comm *comm, int gpus) {
     int *all = cr_calloc((size_t)comm->world_size, sizeof gpus, "GPU counts");
     comm->ops->allgather(comm, &gpus, all, sizeof gpus);
     int with = -1, without = -1;
-    for (int r = comm->world_size - 1; r >= 0; r--) *(all[r] > 0 ? &with : &without) = r;
+    for (int r = 0; r < comm->world_size; r++) {
+        if (all[r] > 0 && with < 0) with = r;
+        if (all[r] == 0 && without < 0) without = r;
+    }
     if (with >= 0 && without >= 0)
         cr_fatal(CR_EXIT_USAGE, "device.type",
                  "auto: rank %d sees %d GPUs, rank %d sees none: set device.type to cuda or "

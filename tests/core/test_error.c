@@ -80,7 +80,7 @@ static int stderr_read_end;
 static void *drain_stderr_later(void *arg) {
     (void)arg;
     block_sigterm(); /* the SIGTERM is the main thread's to take */
-    nanosleep(&(struct timespec){.tv_nsec = 300 * 1000 * 1000}, NULL);
+    nanosleep(&(struct timespec){.tv_nsec = 800 * 1000 * 1000}, NULL);
     char buf[4096];
     while (read(stderr_read_end, buf, sizeof buf) > 0) continue;
     return NULL;
@@ -103,7 +103,8 @@ static void sigterm_while_writing(void) {
     pthread_t failing, drainer;
     pthread_create(&drainer, NULL, drain_stderr_later, NULL);
     pthread_create(&failing, NULL, fail_on_thread, NULL);
-    nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
+    /* long enough for the failing thread to be inside its write */
+    nanosleep(&(struct timespec){.tv_nsec = 300 * 1000 * 1000}, NULL);
     kill(getpid(), SIGTERM); /* the other two threads have it blocked */
     pthread_join(failing, NULL);
 }
