@@ -124,7 +124,7 @@ static int in_child(void (*body)(void), char *written, size_t size) {
     pid_t pid = fork();
     if (pid == 0) {
         close(hook_pipe[0]);
-        freopen("/dev/null", "w", stderr);
+        if (!freopen("/dev/null", "w", stderr)) _exit(96);
         body();
         _exit(97);
     }
