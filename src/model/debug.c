@@ -56,7 +56,10 @@ static layer_time *layer_named(model_debug *d, const char *name) {
     for (int i = 0; i < d->num_layers; i++)
         if (strcmp(d->layers[i].name, name) == 0) return &d->layers[i];
     CR_ASSERT(d->num_layers < MAX_LAYERS);
+    /* A slot may hold a row of an earlier table: its times must not leak
+     * into this one (each epoch's table would average in epoch 1's start-up). */
     layer_time *t = &d->layers[d->num_layers++];
+    *t = (layer_time){0};
     snprintf(t->name, sizeof t->name, "%s", name);
     return t;
 }
