@@ -38,15 +38,17 @@ static char *printed_table(model_debug *d) {
 static double forward_ms(const char *table, const char *layer, int *rows) {
     double ms = -1;
     *rows = 0;
-    for (const char *line = table; line && *line; line = strchr(line, '\n') + 1) {
-        char name[64];
+    for (const char *line = table; line && *line;) {
+        const char *end = strchr(line, '\n');
+        char text[256], name[64]; /* one line: sscanf would skip past its end */
+        snprintf(text, sizeof text, "%.*s", end ? (int)(end - line) : (int)strlen(line), line);
         double forward, backward;
-        if (sscanf(line, " %63s %lf %lf", name, &forward, &backward) == 3 &&
+        if (sscanf(text, " %63s %lf %lf", name, &forward, &backward) == 3 &&
             strcmp(name, layer) == 0) {
             ms = forward;
             (*rows)++;
         }
-        if (!strchr(line, '\n')) break;
+        line = end ? end + 1 : NULL;
     }
     return ms;
 }
